@@ -1,0 +1,149 @@
+"""The ``bench`` command: parses arguments and calls the library; nothing is computed here.
+
+``main(argv) -> int`` so tests call it directly.  A :class:`~bench.errors.BenchError`
+becomes one line, ``error: <what and where>``, and exit code 2; commands whose feature
+is still to come say "not implemented yet" and exit 2 too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import bench
+from bench import config as config_mod
+from bench.console import Output
+from bench.errors import BenchError, NotImplementedYet
+
+# Commands a later issue delivers, and that issue.
+_PLANNED = {
+    "data": ("make, check and show datasets and the synthetic world", 3),
+    "pretrain": ("train a zoo backbone with the pretraining module", 5),
+    "eval": ("evaluate saved predictions of a task", 7),
+    "tables": ("the SOLIDER ablation and SOTA tables, published and measured", 13),
+    "sweep": ("run a task over a range of semantic weights λ", 13),
+    "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
+    "regress": ("compare results with published or golden numbers", 13),
+    "report": ("an HTML report of one run", 13),
+    "perf": ("throughput and speed benchmarks", 14),
+}
+
+LIST_SECTIONS = ("backbones", "tasks", "datasets", "profiles")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument("--config", metavar="PATH",
+                   help="config file (default: ./bench.toml if present, else built-in defaults)")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value, e.g. --set run.seed=3 (repeatable)")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars or messages")
+    g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="hcbench: benchmark human-centric vision backbones on six downstream tasks.")
+    parser.add_argument("--version", action="version", version=f"hcbench {bench.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", parents=[common], help="run a backbone on tasks, store metric rows",
+                       description="Fine-tune and evaluate one backbone on tasks; the rows go "
+                                   "to the results store. Defaults come from [run] in bench.toml.")
+    p.add_argument("--backbone", help="zoo name (bench list backbones)")
+    p.add_argument("--tasks", help="comma-separated task names, or 'all' (the six SOLIDER tasks)")
+    p.add_argument("--profile", help="profile name (bench list profiles)")
+    p.add_argument("--lambda", dest="semantic_weight", type=float, metavar="λ",
+                   help="semantic weight for every task (backbones with a controller only)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
+                       description="List what the registries and the config hold.")
+    p.add_argument("what", nargs="?", choices=LIST_SECTIONS + ("all",), default="all")
+    p.add_argument("--pattern", help="shell pattern on names, e.g. 'solider_*'")
+    p.set_defaults(func=cmd_list)
+
+    for name, (what, _issue) in _PLANNED.items():
+        p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)",
+                           description=f"{what[0].upper()}{what[1:]}: not implemented yet.")
+        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_planned(name))
+    return parser
+
+
+def _planned(name: str) -> Callable[[argparse.Namespace, Output], int]:
+    what, issue = _PLANNED[name]
+
+    def cmd(args: argparse.Namespace, out: Output) -> int:
+        raise NotImplementedYet(f"`bench {name}` ({what})", issue=issue)
+
+    return cmd
+
+
+def _load_config(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config, args.overrides)
+
+
+# --------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from bench import runner
+
+    cfg = _load_config(args)
+    req = runner.request_from_config(cfg)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    if args.tasks is not None and not tasks:
+        raise BenchError("--tasks: empty list")
+    req = runner.RunRequest(
+        backbone=args.backbone or req.backbone, tasks=tasks or req.tasks,
+        profile=args.profile or req.profile, seed=req.seed if args.seed is None else args.seed,
+        device=args.device or req.device,
+        semantic_weight=req.semantic_weight if args.semantic_weight is None
+        else args.semantic_weight)
+    if req.semantic_weight is not None and not 0 <= req.semantic_weight <= 1:
+        raise BenchError(f"--lambda: λ must lie in [0, 1], got {req.semantic_weight}")
+    run_dir = runner.run(cfg, req, out)
+    out.info(f"results written to {run_dir}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    from bench import listing
+
+    cfg = _load_config(args)
+    sections = LIST_SECTIONS if args.what == "all" else (args.what,)
+    data = {s: listing.SECTIONS[s](cfg, args.pattern) for s in sections}
+    if args.json:
+        out.json(data)
+        return 0
+    for s in sections:
+        listing.render(out, s, data[s])
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(quiet=args.quiet, as_json=args.json)
+    try:
+        return args.func(args, out)
+    except BenchError as e:
+        out.error(str(e))
+        return 2
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+
+
+def entry() -> None:  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
