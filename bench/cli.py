@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import bench
@@ -17,7 +18,6 @@ from bench.errors import BenchError, NotImplementedYet
 
 # Commands a later issue delivers, and that issue.
 _PLANNED = {
-    "data": ("make, check and show datasets and the synthetic world", 3),
     "pretrain": ("train a zoo backbone with the pretraining module", 5),
     "eval": ("evaluate saved predictions of a task", 7),
     "tables": ("the SOLIDER ablation and SOTA tables, published and measured", 13),
@@ -62,6 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", parents=[common], help="make the synthetic world; check datasets",
+                       description="The data layer: write the synthetic world, validate a "
+                                   "dataset root, draw a contact sheet.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("make", parents=[common], help="write the synthetic world (cached)")
+    q.add_argument("--size", choices=("smoke", "small", "large"),
+                   help="default: the profile's synthetic_size")
+    q.add_argument("--seed", type=int, help="default: data.synthetic.seed")
+    q.add_argument("--out", metavar="DIR", help="default: <cache_dir>/synthetic/v<N>-<size>-seed<S>")
+    q.add_argument("--only", metavar="FORMATS", help="comma-separated writers, e.g. market1501,coco")
+    q.add_argument("--force", action="store_true", help="write again even if cached")
+    q.set_defaults(func=cmd_data_make)
+    q = dsub.add_parser("check", parents=[common], help="validate a dataset root, list every problem")
+    q.add_argument("dataset", help="dataset key (bench list datasets)")
+    q.add_argument("root", nargs="?", help="the dataset's root (default: its configured root, "
+                                           "or the synthetic world's copy)")
+    q.set_defaults(func=cmd_data_check)
+    q = dsub.add_parser("show", parents=[common], help="a PNG contact sheet with annotations drawn")
+    q.add_argument("dataset", help="dataset key (bench list datasets)")
+    q.add_argument("root", nargs="?", help="the dataset's root (default as for check)")
+    q.add_argument("--out", metavar="PNG", help="default: <dataset>.png in the current folder")
+    q.add_argument("--n", type=int, default=16, help="number of samples")
+    q.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -109,6 +133,80 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         raise BenchError(f"--lambda: λ must lie in [0, 1], got {req.semantic_weight}")
     run_dir = runner.run(cfg, req, out)
     out.info(f"results written to {run_dir}")
+    return 0
+
+
+def cmd_data_make(args: argparse.Namespace, out: Output) -> int:
+    from bench.data.synth import world
+
+    cfg = _load_config(args)
+    size = args.size or cfg.profile().synthetic_size
+    seed = cfg.data.synthetic.seed if args.seed is None else args.seed
+    dest = (cfg.path(args.out) if args.out else
+            world.default_dir(cfg.cache_dir, size, seed))
+    formats = [f.strip() for f in args.only.split(",")] if args.only else None
+    names = formats or [n for n, _ in world.WRITERS]
+    with out.progress() as progress:
+        bar = progress.add_task(f"synthetic world ({size}, seed {seed})", total=len(names))
+
+        def step(name: str) -> None:
+            progress.update(bar, description=f"writing {name}")
+            progress.advance(bar)
+
+        manifest = world.make(dest, size, seed, formats=formats, progress=step, force=args.force)
+        progress.update(bar, completed=len(names), description="synthetic world")
+    if args.json:
+        out.json({"dir": str(dest), **manifest})
+        return 0
+    rows = [(name, f"{info['seconds']:.1f}", ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+            for name, info in manifest["formats"].items() if formats is None or name in formats]
+    out.table(f"synthetic world v{manifest['generator_version']}, {size}, seed {seed}",
+              ["writer", "seconds", "counts"], rows, caption=str(dest))
+    return 0
+
+
+def _dataset_root_arg(args: argparse.Namespace, cfg: config_mod.Config):
+    from bench.data import dataset_root, dataset_spec
+
+    dataset_spec(args.dataset)  # unknown keys fail here, with suggestions
+    if args.root:
+        return cfg.path(args.root)
+    return dataset_root(cfg, args.dataset)[0]
+
+
+def cmd_data_check(args: argparse.Namespace, out: Output) -> int:
+    from bench.data import read_dataset
+    from bench.data.base import DataError, Problems
+
+    cfg = _load_config(args)
+    root = _dataset_root_arg(args, cfg)
+    problems = Problems(strict=False, check_images=True)
+    try:
+        read_dataset(args.dataset, root, problems)
+    except DataError:
+        pass  # a fatal problem: already recorded
+    items = [{"path": p.path, "problem": p.reason} for p in problems.items]
+    if args.json:
+        out.json({"dataset": args.dataset, "root": str(root), "problems": items})
+    elif items:
+        out.table(f"{args.dataset}: {len(items)} problem(s) in {root}", ["file", "problem"],
+                  ([i["path"], i["problem"]] for i in items))
+    else:
+        out.out.print(f"{args.dataset}: {root} is valid", soft_wrap=True)
+    return 1 if items else 0
+
+
+def cmd_data_show(args: argparse.Namespace, out: Output) -> int:
+    from bench.data import read_dataset
+    from bench.data.show import contact_sheet
+
+    cfg = _load_config(args)
+    root = _dataset_root_arg(args, cfg)
+    dest = cfg.path(args.out) if args.out else Path.cwd() / f"{args.dataset}.png"
+    contact_sheet(args.dataset, read_dataset(args.dataset, root), dest, n=args.n)
+    out.info(f"wrote {dest}")
+    if args.json:
+        out.json({"dataset": args.dataset, "root": str(root), "png": str(dest)})
     return 0
 
 

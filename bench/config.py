@@ -52,8 +52,7 @@ class PathsSection:
 
 @dataclass(frozen=True)
 class SyntheticSection:
-    size: Literal["smoke", "small", "large"] = "smoke"
-    seed: int = 0
+    seed: int = 0  # the world's size comes from the profile (profiles.<name>.synthetic_size)
 
 
 @dataclass(frozen=True)

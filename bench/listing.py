@@ -52,7 +52,7 @@ def datasets(cfg: Config, pattern: str | None) -> Rows:
         rows.append({
             "key": key, "name": spec.display, "task": spec.task, "format": spec.format,
             "root": conf.root if conf and conf.root else "(synthetic)",
-            "reader": "yes" if spec.reader else "not yet",
+            "reader": "yes" if spec.load_reader() else "not yet",
         })
     return rows
 

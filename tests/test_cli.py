@@ -7,7 +7,7 @@ import pytest
 
 from bench import cli
 
-PLANNED = ["data", "pretrain", "eval", "tables", "sweep", "analyze", "regress", "report", "perf"]
+PLANNED = ["pretrain", "eval", "tables", "sweep", "analyze", "regress", "report", "perf"]
 
 
 def test_help_lists_every_command(bench_cli, capsys):

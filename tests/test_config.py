@@ -19,7 +19,7 @@ def test_defaults_without_a_file(workdir):
     assert cfg.run.backbone == "solider_swin_s" and cfg.run.tasks == ("all",)
     assert set(cfg.profiles) == {"smoke", "paper"}
     assert cfg.profile().precision == "bf16"
-    assert cfg.data.synthetic.size == "smoke"
+    assert cfg.data.synthetic.seed == 0 and cfg.profile().synthetic_size == "smoke"
     assert cfg.results_dir == workdir / "results"
 
 
@@ -78,7 +78,8 @@ def test_config_is_frozen(workdir):
      r"profiles.smoke.precision: expected one of 'fp32', 'bf16', got 'fp16'"),
     ("[profiles.smoke]\nbudget_minutes = 0\n", r"profiles.smoke.budget_minutes: must be positive"),
     ("[profiles.x]\ncolour = 1\n", r"profiles.x.colour: unknown key"),
-    ("[data.synthetic]\nsize = \"huge\"\n", r"data.synthetic.size: expected one of"),
+    ("[profiles.smoke]\nsynthetic_size = \"huge\"\n", r"profiles.smoke.synthetic_size: expected one of"),
+    ("[data.synthetic]\nsize = \"small\"\n", r"data.synthetic.size: unknown key"),
     ("[data.market]\nroot = \"/x\"\n", r"data.market: unknown dataset name \(did you mean 'market1501'\?\)"),
     ("[data.market1501]\nrot = \"/x\"\n", r"data.market1501.rot: unknown key; did you mean 'root'\?"),
     ("[data]\nmarket1501 = \"/x\"\n", r"data.market1501: unknown key \(dataset tables look like"),

@@ -1,10 +1,61 @@
-"""The data layer: the catalogue of benchmark datasets, their on-disk readers and the synthetic world.
+"""The data layer: the dataset catalogue, readers of the real on-disk formats, the synthetic world.
 
-``DATASETS`` (from :mod:`bench.data.catalog`) names every dataset the harness knows, with
-the task it serves and the folder name it ships under.  Readers of the real on-disk formats
-and the synthetic world that writes them arrive with the data-layer issue; until then a
-catalogue entry says so (``reader`` is ``None``).
+``DATASETS`` (:mod:`bench.data.catalog`) names every dataset the harness knows; each
+dataset's reader is ``bench.data.<module>:read_<key>(root, problems=None)`` and takes the
+dataset's root exactly as it ships.  The synthetic world (:mod:`bench.data.synth`) writes
+every one of those formats, so :func:`dataset_root` hands a task either the configured real
+root or the synthetic world's copy, and nothing downstream can tell them apart.
 """
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from bench.data.catalog import DATASETS, DatasetSpec, dataset_spec
 
-__all__ = ["DATASETS", "DatasetSpec", "dataset_spec"]
+if TYPE_CHECKING:
+    from bench.config import Config
+
+
+def writer_of(key: str) -> str:
+    """The synthetic-world writer (``synth.world.WRITERS`` name) that produces dataset ``key``."""
+    spec = dataset_spec(key)
+    return key if spec.module == "reid" else spec.module
+
+
+def synthetic_dir(cfg: "Config", profile: str | None = None) -> Path:
+    from bench.data.synth.world import default_dir
+
+    size = cfg.profiles[profile or cfg.run.profile].synthetic_size
+    return default_dir(cfg.cache_dir, size, cfg.data.synthetic.seed)
+
+
+def dataset_root(cfg: "Config", key: str, *, profile: str | None = None,
+                 make: bool = True) -> tuple[Path, str]:
+    """(root, data kind) for dataset ``key``: its configured root ("real"), or the synthetic
+    world's copy ("synthetic"), made on first use."""
+    spec = dataset_spec(key)
+    conf = cfg.data.datasets.get(key)
+    if conf and conf.root:
+        return cfg.path(conf.root), "real"
+    out = synthetic_dir(cfg, profile)
+    if make:
+        from bench.data.synth import world
+
+        size = cfg.profiles[profile or cfg.run.profile].synthetic_size
+        world.make(out, size, cfg.data.synthetic.seed, formats=[writer_of(key)])
+    return out / spec.folder, "synthetic"
+
+
+def read_dataset(key: str, root: str | Path, problems: Any = None) -> Any:
+    """Read dataset ``key`` from ``root`` with its registered reader."""
+    from bench.errors import NotImplementedYet
+
+    reader = dataset_spec(key).load_reader()
+    if reader is None:
+        raise NotImplementedYet(f"the reader for {key!r}", issue=3)
+    return reader(root, problems) if problems is not None else reader(root)
+
+
+__all__ = ["DATASETS", "DatasetSpec", "dataset_root", "dataset_spec", "read_dataset",
+           "synthetic_dir", "writer_of"]
