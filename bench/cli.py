@@ -25,7 +25,6 @@ _PLANNED = {
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
     "regress": ("compare results with published or golden numbers", 13),
     "report": ("an HTML report of one run", 13),
-    "perf": ("throughput and speed benchmarks", 14),
 }
 
 LIST_SECTIONS = ("backbones", "tasks", "datasets", "profiles")
@@ -86,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="PNG", help="default: <dataset>.png in the current folder")
     q.add_argument("--n", type=int, default=16, help="number of samples")
     q.set_defaults(func=cmd_data_show)
+
+    p = sub.add_parser("perf", parents=[common], help="speed benchmarks",
+                       description="Speed benchmarks. Only `data` exists so far; backbone, "
+                                   "eval and e2e arrive with the performance issue (14).")
+    p.add_argument("what", choices=("data", "backbone", "eval", "e2e"))
+    p.add_argument("--size", choices=("smoke", "small", "large"), default="smoke")
+    p.add_argument("--only", metavar="FORMATS", help="comma-separated writers")
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -207,6 +214,28 @@ def cmd_data_show(args: argparse.Namespace, out: Output) -> int:
     out.info(f"wrote {dest}")
     if args.json:
         out.json({"dataset": args.dataset, "root": str(root), "png": str(dest)})
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace, out: Output) -> int:
+    from bench import perf
+    from bench.data.synth.world import WRITERS
+
+    if args.what != "data":
+        raise NotImplementedYet(f"`bench perf {args.what}`", issue=14)
+    formats = [f.strip() for f in args.only.split(",")] if args.only else None
+    with out.progress() as progress:
+        names = formats or [n for n, _ in WRITERS]
+        bar = progress.add_task("perf data", total=len(names))
+        report = perf.perf_data(args.size, formats=formats,
+                                progress=lambda name: progress.update(
+                                    bar, description=f"generate {name}", advance=1))
+    if args.json:
+        out.json(report)
+        return 0
+    out.table(f"bench perf data ({args.size} world, {report['cpu_count']} CPUs)",
+              ["stage", "images", "seconds", "images/s"],
+              ([r["stage"], r["images"], r["seconds"], r["images_per_s"]] for r in report["rows"]))
     return 0
 
 
