@@ -17,11 +17,21 @@ from typing import Any
 TMP_PREFIX = ".tmp-"
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _default_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.fchmod(fd, _MODE)  # mkstemp makes 0600; give the file the usual umask permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

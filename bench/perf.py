@@ -18,7 +18,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files, not label maps (LIP's segmentations are PNGs too)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and "segmentation" not in p.parent.name)
 
 
 def perf_data(size: str = "smoke", seed: int = 0, formats: list[str] | None = None,

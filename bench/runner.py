@@ -52,6 +52,10 @@ class TaskContext:
     out: Output
     writer: RunWriter
 
+    @property
+    def precision(self) -> str:
+        return self.config.profiles[self.profile].precision
+
     def log(self, message: str) -> None:
         self.writer.log(f"[{self.spec.name}] {message}")
         self.out.info(f"[{self.spec.name}] {message}")

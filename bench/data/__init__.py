@@ -1,8 +1,8 @@
 """The data layer: the dataset catalogue, readers of the real on-disk formats, the synthetic world.
 
 ``DATASETS`` (:mod:`bench.data.catalog`) names every dataset the harness knows; each
-dataset's reader is ``bench.data.<module>:read_<key>(root, problems=None)`` and takes the
-dataset's root exactly as it ships.  The synthetic world (:mod:`bench.data.synth`) writes
+dataset's reader is ``bench.data.<module>:read_<key>(root, ..., problems=None)`` and takes
+the dataset's root exactly as it ships.  The synthetic world (:mod:`bench.data.synth`) writes
 every one of those formats, so :func:`dataset_root` hands a task either the configured real
 root or the synthetic world's copy, and nothing downstream can tell them apart.
 """
@@ -54,7 +54,7 @@ def read_dataset(key: str, root: str | Path, problems: Any = None) -> Any:
     reader = dataset_spec(key).load_reader()
     if reader is None:
         raise NotImplementedYet(f"the reader for {key!r}", issue=3)
-    return reader(root, problems) if problems is not None else reader(root)
+    return reader(root, problems=problems)
 
 
 __all__ = ["DATASETS", "DatasetSpec", "dataset_root", "dataset_spec", "read_dataset",

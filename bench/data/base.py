@@ -144,12 +144,13 @@ def write_image(path: str | os.PathLike, arr: np.ndarray) -> None:
 def load_mat(path: Path, problems: Problems | None = None, **kwargs: Any) -> dict[str, Any]:
     """scipy.io.loadmat with a clear error for missing or malformed files."""
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     if not path.is_file():
         raise problems_or_strict(problems).fatal(path, "missing .mat file")
     try:
         return scipy.io.loadmat(str(path), **kwargs)
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as e:
         raise problems_or_strict(problems).fatal(path, f"unreadable .mat file ({e})") from None
 
 
@@ -169,7 +170,8 @@ def mat_field(mat: Any, name: str, path: Path) -> Any:
 _ALLOWED = {
     ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
     ("builtins", "frozenset"), ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
-    ("builtins", "bool"), ("builtins", "bytes"), ("builtins", "complex"),
+    ("builtins", "bool"), ("builtins", "bytes"), ("builtins", "complex"), ("builtins", "range"),
+    ("builtins", "slice"),
     ("collections", "OrderedDict"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),

@@ -60,7 +60,7 @@ for _spec in (
     DatasetSpec("rap", "RAP", "attribute", "par", "RAP",
                 "RAP_annotation/RAP_annotation.mat + RAP_dataset/", "par"),
     DatasetSpec("rap_zs", "RAP_zs", "attribute", "par", "RAP",
-                "RethinkPAR dataset_zs_run0.pkl (identity-disjoint split) + RAP_dataset/", "par"),
+                "RethinkPAR dataset_zs_run0.pkl + RAP_dataset/ (RethinkPAR keeps RAP-zs with RAPv2, in RAP2/)", "par"),
     DatasetSpec("cuhk_sysu", "CUHK-SYSU", "search", "cuhk_sysu", "CUHK-SYSU",
                 "Image/SSM/ annotation/{Images,Person,pool}.mat annotation/test/train_test/", "search"),
     DatasetSpec("prw", "PRW", "search", "prw", "PRW",

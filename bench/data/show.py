@@ -84,8 +84,76 @@ def _folders(ds, n):
     return [Tile(read_image(p), ds.classes[y]) for p, y in _spread(ds.train, n)]
 
 
+@tiler("AttrDataset")
+def _attributes(ds, n):
+    names = ds.eval_attr_names
+    tiles = []
+    for i in _spread(range(len(ds.images)), n):
+        on = [names[j] for j, a in enumerate(ds.labels[i, ds.eval_attr_idx]) if a]
+        tiles.append(Tile(read_image(ds.images[i]), " ".join(on[:3])))
+    return tiles
+
+
+@tiler("CityPersonsImage")
+def _citypersons(images, n):
+    tiles = []
+    for im in _spread(images, n):
+        boxes = []
+        for o in im.objects:
+            if o.ignore:
+                boxes.append((tuple(o.bbox), "grey"))
+            else:
+                boxes.append((tuple(o.bbox), "lime"))
+                boxes.append((tuple(o.bbox_vis), "yellow"))
+        tiles.append(Tile(read_image(im.image_path), im.name, boxes))
+    return tiles
+
+
+@tiler("LipSample")
+def _lip(samples, n):
+    from bench.data.base import read_label_png
+
+    return [Tile(read_image(s.image_path), s.id, mask=read_label_png(s.mask_path))
+            for s in _spread(samples, n)]
+
+
+@tiler("CocoKeypoints")
+def _coco(ds, n):
+    by_image: dict[int, list] = {}
+    for p in ds.persons:
+        by_image.setdefault(p.image_id, []).append(p)
+    tiles = []
+    for im in _spread(ds.images, n):
+        persons = by_image.get(im.id, [])
+        tiles.append(Tile(read_image(im.path), f"{im.id}: {len(persons)} people",
+                          [(tuple(p.bbox), "lime") for p in persons],
+                          [p.keypoints for p in persons]))
+    return tiles
+
+
+@tiler("SearchDataset")
+def _search(ds, n):
+    tiles = []
+    for q in _spread(ds.queries, max(1, n // 2)):
+        tiles.append(Tile(read_image(q.path), f"query {q.pid}",
+                          [(_xywh(q.box), "red")]))
+        hit = next((g for g in ds.gallery if g.path != q.path and q.pid in set(g.pids.tolist())),
+                   None)
+        if hit is not None:
+            boxes = [(_xywh(b), "red" if p == q.pid else "lime") for b, p in zip(hit.boxes, hit.pids)]
+            tiles.append(Tile(read_image(hit.path), f"gallery {q.pid}", boxes))
+    return tiles[:n]
+
+
+def _xywh(box) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1, y1, x2 - x1, y2 - y1)
+
+
 def contact_sheet(key: str, record: Any, dest: str | Path, n: int = 16, cols: int = 8) -> Path:
     kind = type(record).__name__
+    if isinstance(record, (list, tuple)) and record:
+        kind = type(record[0]).__name__  # readers that return a list of per-image records
     if kind not in TILERS:
         raise BenchError(f"`bench data show` cannot draw {kind} records (dataset {key!r}) yet")
     tiles = TILERS[kind](record, n)
