@@ -148,3 +148,16 @@ def test_atomic_json_and_failed_write_cleans_up(tmp_path, monkeypatch):
         atomic_write_text(p, "new")
     assert json.loads(p.read_text()) == {"a": [1, 2], "b": 1}
     assert [q.name for q in p.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_writes_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        import importlib
+        import bench.io
+        importlib.reload(bench.io)
+        p = bench.io.atomic_write_text(tmp_path / "x.txt", "hi")
+        assert (p.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
+        importlib.reload(bench.io)
