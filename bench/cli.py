@@ -20,7 +20,6 @@ from bench.errors import BenchError, NotImplementedYet
 _PLANNED = {
     "pretrain": ("train a zoo backbone with the pretraining module", 5),
     "eval": ("evaluate saved predictions of a task", 7),
-    "tables": ("the SOLIDER ablation and SOTA tables, published and measured", 13),
     "sweep": ("run a task over a range of semantic weights λ", 13),
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
     "regress": ("compare results with published or golden numbers", 13),
@@ -93,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("smoke", "small", "large"), default="smoke")
     p.add_argument("--only", metavar="FORMATS", help="comma-separated writers")
     p.set_defaults(func=cmd_perf)
+
+    p = sub.add_parser("tables", parents=[common], help="the SOLIDER tables, published and measured",
+                       description="The SOLIDER ablation or SOTA table in the paper's layout: "
+                                   "each cell the published number and, where runs exist, "
+                                   "the measured one with its data kind.")
+    p.add_argument("which", choices=("ablation", "sota"))
+    p.add_argument("--runs", metavar="DIR", help="results folder (default: paths.results_dir)")
+    p.add_argument("--format", choices=("rich", "md", "csv", "html"), default="rich")
+    p.add_argument("--out", metavar="FILE", help="write to a file instead of the terminal")
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -236,6 +245,27 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
     out.table(f"bench perf data ({args.size} world, {report['cpu_count']} CPUs)",
               ["stage", "images", "seconds", "images/s"],
               ([r["stage"], r["images"], r["seconds"], r["images_per_s"]] for r in report["rows"]))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace, out: Output) -> int:
+    from bench import results, tables
+    from bench.io import atomic_write_text
+
+    cfg = _load_config(args)
+    runs = results.load(cfg.path(args.runs) if args.runs else cfg.results_dir)
+    blocks = tables.TABLES[args.which](results.load_published(), runs)
+    fmt = "csv" if args.json and args.format == "rich" else args.format
+    if fmt == "rich" and not args.out:
+        tables.render_rich(out, blocks)
+        return 0
+    text = {"md": tables.to_markdown, "csv": tables.to_csv, "html": tables.to_html,
+            "rich": tables.to_markdown}[fmt](blocks)
+    if args.out:
+        atomic_write_text(cfg.path(args.out), text)
+        out.info(f"wrote {cfg.path(args.out)}")
+    else:
+        print(text, end="")
     return 0
 
 

@@ -7,6 +7,7 @@ messages to stderr, so ``bench ... --json > out.json`` stays machine-readable.
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,8 +22,10 @@ class Output:
     def __init__(self, quiet: bool = False, as_json: bool = False):
         self.quiet = quiet
         self.as_json = as_json
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        # piped output (files, CI logs) gets room for the wide tables instead of rich's 80
+        self.out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        self.err = Console(stderr=True, highlight=False,
+                           width=None if sys.stderr.isatty() else 200)
 
     def info(self, message: str) -> None:
         if not self.quiet and not self.as_json:
