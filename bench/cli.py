@@ -22,7 +22,6 @@ _PLANNED = {
     "eval": ("evaluate saved predictions of a task", 7),
     "sweep": ("run a task over a range of semantic weights λ", 13),
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
-    "regress": ("compare results with published or golden numbers", 13),
     "report": ("an HTML report of one run", 13),
 }
 
@@ -102,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("rich", "md", "csv", "html"), default="rich")
     p.add_argument("--out", metavar="FILE", help="write to a file instead of the terminal")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("regress", parents=[common], help="check results against golden or published numbers",
+                       description="Compare the latest measured rows with golden numbers of our "
+                                   "own suite or with published numbers (real-data runs only); "
+                                   "exits 1 if any row is worse than its reference by more "
+                                   "than the tolerance.")
+    p.add_argument("--against", choices=("golden", "published"), default="golden")
+    p.add_argument("--tolerance", type=float, default=0.5,
+                   help="allowed shortfall, in the metric's units (default 0.5)")
+    p.add_argument("--runs", metavar="DIR", help="results folder (default: paths.results_dir)")
+    p.add_argument("--golden", metavar="CSV", help="golden file (default: results/golden/*.csv)")
+    p.add_argument("--update-golden", metavar="CSV",
+                   help="write the latest measured rows as the golden file, on purpose")
+    p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -267,6 +280,28 @@ def cmd_tables(args: argparse.Namespace, out: Output) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def cmd_regress(args: argparse.Namespace, out: Output) -> int:
+    from bench import regress, results
+
+    cfg = _load_config(args)
+    runs = results.load(cfg.path(args.runs) if args.runs else cfg.results_dir)
+    if args.update_golden:
+        path = regress.write_golden(runs, cfg.path(args.update_golden))
+        out.info(f"wrote {len(regress.golden_rows(runs))} golden rows to {path}")
+        return 0
+    cmp = regress.compare(runs, args.against, args.tolerance,
+                          cfg.path(args.golden) if args.golden else None)
+    if args.json:
+        out.json({"regressions": cmp.regressions, "rows": cmp.table.to_dict("records")})
+    else:
+        t = cmp.table
+        out.table(f"bench regress --against {args.against} (tolerance {args.tolerance:g})",
+                  list(t.columns), ([f"{v:.4g}" if isinstance(v, float) else v for v in row]
+                                    for row in t.itertuples(index=False)),
+                  caption=f"{cmp.regressions} regression(s) in {len(t)} compared rows")
+    return 0 if cmp.ok else 1
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
