@@ -1,0 +1,38 @@
+"""The attribute adapter: schedules, head, and a tiny end-to-end run on the synthetic PA100k."""
+import torch
+
+from adapters import attribute
+from bench import config, results, runner
+
+
+def test_paper_schedule_is_rethinkpar():
+    s = attribute.SCHEDULES["paper"]
+    assert (s.input_size, s.wide_input_size, s.epochs, s.batch_size, s.lr) == (
+        (256, 128), (256, 192), 30, 64, 1e-5)
+    assert (s.weight_decay, s.peta_weight_decay, s.milestones) == (0.0, 5e-4, (10, 15))
+    assert attribute.SPEC.semantic_weight == 0.8
+
+
+def test_head():
+    from backbones import create_backbone
+
+    bb = create_backbone("test_solider_swin", semantic_weight=0.8)
+    m = attribute.AttributeModel(bb, 26, 0.8)
+    assert m(torch.randn(2, 3, 64, 32)).shape == (2, 26)
+
+
+def test_end_to_end_tiny_run(tmp_path):
+    p = tmp_path / "bench.toml"
+    p.write_text('[tasks.attribute]\ndatasets = ["pa100k", "peta_zs"]\n'
+                 '[tasks.attribute.schedule.smoke]\nepochs = 1\ninput_size = [64, 32]\n'
+                 'wide_input_size = [64, 48]\nbatch_size = 32\n'
+                 '[backbones.test_solider_swin]\nweights = "random"\n')
+    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
+                          "run.backbone=test_solider_swin", "run.tasks=[\"attribute\"]",
+                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    runner.run(cfg)
+    df = results.load(tmp_path / "res")
+    assert set(df["dataset"]) == {"pa100k", "peta_zs"}
+    assert set(df["metric"]) == {"mA", "Accu", "Prec", "Recall", "F1"}
+    assert set(df["semantic_weight"]) == {0.8}
+    assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
