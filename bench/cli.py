@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "eval and e2e arrive with the performance issue (14).")
     p.add_argument("what", choices=("data", "backbone", "eval", "e2e"))
     p.add_argument("--size", choices=("smoke", "small", "large"), default="smoke")
-    p.add_argument("--only", metavar="FORMATS", help="comma-separated writers")
+    p.add_argument("--only", metavar="NAMES", help="data: comma-separated writers; "
+                                                   "eval: market1501 and/or msmt17")
+    p.add_argument("--ref-queries", type=int, default=300,
+                   help="eval: queries the (slow) reference evaluator runs on")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("tables", parents=[common], help="the SOLIDER tables, published and measured",
@@ -243,6 +246,16 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
     from bench import perf
     from bench.data.synth.world import WRITERS
 
+    if args.what == "eval":
+        which = [w.strip() for w in args.only.split(",")] if args.only else list(perf.REID_SIZES)
+        rows = [perf.perf_eval_reid(w, args.ref_queries) for w in which]
+        if args.json:
+            out.json({"rows": rows})
+        else:
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            out.table("bench perf eval (CMC/mAP, per query; reference on a subset of queries)",
+                      cols, ([r.get(c, "") for c in cols] for r in rows))
+        return 0
     if args.what != "data":
         raise NotImplementedYet(f"`bench perf {args.what}`", issue=14)
     formats = [f.strip() for f in args.only.split(",")] if args.only else None

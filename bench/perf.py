@@ -59,3 +59,50 @@ def perf_data(size: str = "smoke", seed: int = 0, formats: list[str] | None = No
                      "seconds": round(dt, 3), "images_per_s": round(len(sample) / dt, 1)})
     return {"size": size, "seed": seed, "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "rows": rows}
+
+
+REID_SIZES = {"market1501": (3368, 15913, 751, 6), "msmt17": (11659, 82161, 3060, 15)}
+
+
+def perf_eval_reid(which: str = "market1501", ref_queries: int = 300, seed: int = 0) -> dict:
+    """Our CMC/mAP evaluator against torchreid's (the evaluator its wheel installs: pure
+    Python) on a random distance matrix with the benchmark's shape and id/camera layout.
+
+    Ours runs on every query; torchreid, whose cost grows linearly with the number of
+    queries, on the first ``ref_queries`` of them (all of them would take minutes to
+    hours); the comparison is per query.  Both are checked to give the same numbers on
+    that subset.
+    """
+    import numpy as np
+
+    from bench.metrics.reid import evaluate_rank
+
+    nq, ng, ids, cams = REID_SIZES[which]
+    rng = np.random.default_rng(seed)
+    q_pids = rng.integers(1, ids + 1, nq)
+    g_pids = rng.integers(1, ids + 1, ng)
+    q_cams, g_cams = rng.integers(0, cams, nq), rng.integers(0, cams, ng)
+    dist = rng.random((nq, ng), dtype=np.float32)
+    t0 = time.perf_counter()
+    ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams)
+    t_ours = time.perf_counter() - t0
+    row = {"benchmark": f"reid eval {which}", "shape": f"{nq} x {ng}",
+           "ours_s": round(t_ours, 3), "ours_ms_per_query": round(1000 * t_ours / nq, 4)}
+    try:
+        from torchreid.reid.metrics import rank as tr_rank
+    except ImportError:
+        row["reference"] = "torchreid not installed"
+        return row
+    k = min(ref_queries, nq)
+    t0 = time.perf_counter()
+    cmc, mAP = tr_rank.evaluate_rank(dist[:k], q_pids[:k], g_pids, q_cams[:k], g_cams,
+                                     max_rank=50, use_metric_cuhk03=False, use_cython=False)
+    t_ref = time.perf_counter() - t0
+    sub = evaluate_rank(dist[:k], q_pids[:k], g_pids, q_cams[:k], g_cams)
+    row.update({"reference": "torchreid evaluate_rank (python)", "ref_queries": k,
+                "ref_s": round(t_ref, 3), "ref_ms_per_query": round(1000 * t_ref / k, 4),
+                "ref_full_s_estimate": round(t_ref / k * nq, 1),
+                "speedup": round((t_ref / k) / (t_ours / nq), 1),
+                "same_numbers": bool(abs(sub.mAP - mAP) < 1e-6
+                                     and np.allclose(sub.cmc, cmc, atol=1e-6))})
+    return row
