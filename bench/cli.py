@@ -18,7 +18,6 @@ from bench.errors import BenchError, NotImplementedYet
 
 # Commands a later issue delivers, and that issue.
 _PLANNED = {
-    "pretrain": ("train a zoo backbone with the pretraining module", 5),
     "eval": ("evaluate saved predictions of a task", 7),
     "sweep": ("run a task over a range of semantic weights λ", 13),
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
@@ -93,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "eval: market1501 and/or msmt17")
     p.add_argument("--ref-queries", type=int, default=300,
                    help="eval: queries the (slow) reference evaluator runs on")
+    p.add_argument("--arch", default="swin_s", help="backbone: comma-separated swin_t,swin_s,swin_b")
+    p.add_argument("--input", default="256x128", help="backbone: HxW (default SOLIDER's 256x128)")
+    p.add_argument("--batch", type=int, default=8, help="backbone: batch size")
+    p.add_argument("--device", default="cpu", help="backbone: cpu or cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--compile", action="store_true", help="backbone: torch.compile both models")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--steps", type=int, default=3, help="backbone: timed steps")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("tables", parents=[common], help="the SOLIDER tables, published and measured",
@@ -124,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", choices=LIST_SECTIONS + ("all",), default="all")
     p.add_argument("--pattern", help="shell pattern on names, e.g. 'solider_*'")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("pretrain", parents=[common], help="train a zoo backbone (sup, DINO, SOLIDER)",
+                       description="Pretrain a zoo backbone and write a checkpoint its zoo entry "
+                                   "loads (<method>_swin_<arch>). Resumes a run found in --out.")
+    p.add_argument("--method", required=True, choices=("sup", "dino", "dinoclust", "solider"))
+    p.add_argument("--arch", default="swin_s", choices=("swin_t", "swin_s", "swin_b", "test"))
+    p.add_argument("--data", help="luperson, imagenet, or a folder (default: imagenet for sup, "
+                                  "else luperson)")
+    p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="global batch")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint (SOLIDER after DINO)")
+    p.add_argument("--train-part-classifier", action="store_true", dest="train_part_classifier",
+                   default=None, help="optimise SOLIDER's part classifier (the official never does)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--out", metavar="DIR",
+                   help="default: <cache_dir>/pretrain/<zoo name>/<profile>-<data>-<hash>")
+    p.set_defaults(func=cmd_pretrain)
 
     for name, (what, _issue) in _PLANNED.items():
         p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)",
@@ -165,6 +191,37 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         raise BenchError(f"--lambda: λ must lie in [0, 1], got {req.semantic_weight}")
     run_dir = runner.run(cfg, req, out)
     out.info(f"results written to {run_dir}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace, out: Output) -> int:
+    from backbones.pretrain import default_out_dir, profile_config, train
+
+    cfg = _load_config(args)
+    pcfg = profile_config(args.method, args.profile, arch=args.arch, data=args.data,
+                          epochs=args.epochs, batch_size=args.batch_size,
+                          init=str(cfg.path(args.init)) if args.init else None,
+                          train_part_classifier=args.train_part_classifier,
+                          seed=cfg.run.seed if args.seed is None else args.seed)
+    dest = cfg.path(args.out) if args.out else default_out_dir(cfg, pcfg)
+    with out.progress() as progress:
+        bar = progress.add_task(f"pretrain {args.method} {args.arch} ({args.profile})", total=None)
+
+        def show(step: int, total: int, row: dict) -> None:
+            progress.update(bar, completed=step, total=total,
+                            description=f"pretrain {args.method}: loss {row['loss']:.3f}")
+
+        result = train(pcfg, dest, bench_cfg=cfg, device=args.device, progress=show)
+    if result.checkpoint is None:
+        raise BenchError(f"pretraining stopped at step {result.steps}; run again to resume")
+    line = f'[backbones.{result.zoo_name}]\nweights = "{result.checkpoint}"'
+    if args.json:
+        out.json({"checkpoint": str(result.checkpoint), "zoo_name": result.zoo_name,
+                  "steps": result.steps, "seconds": round(result.seconds, 1), "last": result.last})
+        return 0
+    out.out.print(str(result.checkpoint), soft_wrap=True)
+    out.info(f"{result.steps} steps in {result.seconds:.0f} s; to use it, add to bench.toml:")
+    out.out.print(line, soft_wrap=True, markup=False)
     return 0
 
 
@@ -254,6 +311,18 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
         else:
             cols = list(dict.fromkeys(k for r in rows for k in r))
             out.table("bench perf eval (CMC/mAP, per query; reference on a subset of queries)",
+                      cols, ([r.get(c, "") for c in cols] for r in rows))
+        return 0
+    if args.what == "backbone":
+        h, _, w = args.input.partition("x")
+        rows = perf.perf_backbone(tuple(a.strip() for a in args.arch.split(",")), int(h), int(w),
+                                  args.batch, args.device, args.precision, args.compile,
+                                  args.steps, channels_last=args.channels_last)
+        if args.json:
+            out.json({"rows": rows})
+        else:
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            out.table("bench perf backbone (ours vs timm, same size, input, batch, precision)",
                       cols, ([r.get(c, "") for c in cols] for r in rows))
         return 0
     if args.what != "data":

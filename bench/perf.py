@@ -106,3 +106,101 @@ def perf_eval_reid(which: str = "market1501", ref_queries: int = 300, seed: int 
                 "same_numbers": bool(abs(sub.mAP - mAP) < 1e-6
                                      and np.allclose(sub.cmc, cmc, atol=1e-6))})
     return row
+
+
+TIMM_NAMES = {"swin_t": "swin_tiny_patch4_window7_224", "swin_s": "swin_small_patch4_window7_224",
+              "swin_b": "swin_base_patch4_window7_224"}
+# dense bf16 peak of known accelerators, TFLOP/s, for model FLOPs utilisation
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def _peak_tflops(device: str) -> float | None:
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def _throughput(model, x, train: bool, precision: str, steps: int, warmup: int) -> float:
+    import torch
+
+    dev = x.device
+    ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16"
+           else torch.autocast(dev.type, enabled=False))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3) if train else None
+    model.train(train)
+
+    def step():
+        if train:
+            with ctx:
+                loss = model(x).float().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), ctx:
+                model(x)
+
+    for _ in range(warmup):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * x.shape[0] / (time.perf_counter() - t0)
+
+
+def perf_backbone(archs=("swin_s",), height: int = 256, width: int = 128, batch: int = 8,
+                  device: str = "cpu", precision: str = "fp32", compile: bool = False,
+                  steps: int = 3, warmup: int = 1, channels_last: bool = False) -> list[dict]:
+    """Training and inference images/s of our SOLIDER Swin (controller on, a per-sample λ)
+    beside timm's Swin of the same size, resolution, batch and precision; with model FLOPs
+    utilisation where the device's peak is known."""
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backbones import create_backbone
+
+    rows = []
+    peak = _peak_tflops(device)
+    for arch in archs:
+        lam = torch.randint(0, 2, (batch,), device=device).float()
+
+        class Ours(torch.nn.Module):  # λ per sample, as SOLIDER pretraining feeds it
+            def __init__(self):
+                super().__init__()
+                self.m = create_backbone(f"solider_{arch}", semantic_weight=0.5)
+
+            def forward(self, x):
+                return self.m(x, semantic_weight=lam)
+
+        models = {"hcbench solider_" + arch: Ours(),
+                  "timm " + TIMM_NAMES[arch]: timm.create_model(
+                      TIMM_NAMES[arch], pretrained=False, img_size=(height, width), num_classes=0)}
+        for name, model in models.items():
+            model = model.to(device)
+            x = torch.randn(batch, 3, height, width, device=device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with FlopCounterMode(display=False) as fc:
+                with torch.no_grad():
+                    model.eval()(x)
+            gflop = fc.get_total_flops() / 1e9 / batch
+            run = torch.compile(model) if compile else model
+            train = _throughput(run, x, True, precision, steps, warmup)
+            infer = _throughput(run, x, False, precision, steps, warmup)
+            row = {"model": name, "input": f"{height}x{width}", "batch": batch,
+                   "precision": precision, "compile": compile, "device": device,
+                   "gflop_fwd_per_img": round(gflop, 2), "train_img_s": round(train, 1),
+                   "infer_img_s": round(infer, 1)}
+            if peak:  # training = 3x the forward FLOPs
+                row["train_mfu_pct"] = round(100 * 3 * gflop * 1e9 * train / (peak * 1e12), 1)
+            rows.append(row)
+    return rows
