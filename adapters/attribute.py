@@ -20,8 +20,11 @@ instance-based accuracy, precision, recall and F1, in percent.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -31,6 +34,8 @@ from adapters import Metric, TaskSpec, register_task
 from adapters._engine import (ImageList, build_backbone, extract, fit, num_workers, schedule_for,
                               seed_everything)
 from bench.data import dataset_root, read_dataset
+from bench.errors import BenchError
+from bench.io import atomic_write_bytes
 from bench.metrics.attributes import (AttributeMetrics, pedestrian_metrics, positive_ratio,
                                       weighted_bce)
 
@@ -153,4 +158,24 @@ class Attribute:
             after_epoch=after_epoch, stateful={"plateau": plateau} if plateau else None)
         model.eval()
         logits, (gt,) = extract(ctx, model, test_loader, "test")
-        return evaluate(gt.numpy(), torch.sigmoid(logits).numpy())
+        probs = torch.sigmoid(logits).numpy()
+        buf = io.BytesIO()  # saved for `bench eval attribute <file> <dataset>`
+        np.savez(buf, probs=probs, images=[data.images[i] for i in test_idx],
+                 attributes=list(data.eval_attr_names))
+        atomic_write_bytes(Path(ctx.work_dir) / f"{key}_predictions.npz", buf.getvalue())
+        return evaluate(gt.numpy(), probs)
+
+    @staticmethod
+    def evaluate_file(path, data) -> dict[str, float]:
+        """Re-evaluate saved predictions (``<dataset>_predictions.npz`` of a run: scores of
+        the evaluated attributes for test images, with their paths) against dataset records."""
+        pred = np.load(path)
+        index = {Path(p).name: i for i, p in enumerate(data.images)}
+        if list(pred["attributes"]) != list(data.eval_attr_names):
+            raise BenchError(f"{path}: its attributes differ from {data.name}'s evaluated ones")
+        try:
+            rows = [index[Path(p).name] for p in pred["images"]]
+        except KeyError as e:
+            raise BenchError(f"{path}: image {e.args[0]} is not in dataset {data.name}") from None
+        gt = data.labels[rows][:, data.eval_attr_idx]
+        return {k: 100.0 * v for k, v in evaluate(gt, pred["probs"]).as_dict().items()}

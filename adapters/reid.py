@@ -23,7 +23,9 @@ few epochs, a larger learning rate) to run on a 2-core CPU in minutes.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ from adapters import Metric, TaskSpec, register_task
 from adapters._engine import (IdentitySampler, ImageList, build_backbone, cosine_warmup, extract,
                               fit, num_workers, schedule_for, seed_everything)
 from bench.data import dataset_root, read_dataset
+from bench.errors import BenchError
+from bench.io import atomic_write_bytes
 from bench.metrics.reid import RankResult, evaluate_rank, pairwise_distance, re_ranking
 
 SPEC = TaskSpec(
@@ -149,6 +153,23 @@ class ReID:
             for name, value in result.as_dict((1, 5, 10)).items():
                 yield _measure(key, name, 100.0 * value)
 
+    @staticmethod
+    def evaluate_file(path, data) -> dict[str, float]:
+        """Re-evaluate saved predictions (``<dataset>_predictions.npz`` of a run: query and
+        gallery features with their image paths) against dataset records."""
+        pred = np.load(path)
+        ids = {Path(im.path).name: im for im in (*data.query, *data.gallery)}
+        try:
+            q = [ids[Path(p).name] for p in pred["query_paths"]]
+            g = [ids[Path(p).name] for p in pred["gallery_paths"]]
+        except KeyError as e:
+            raise BenchError(f"{path}: image {e.args[0]} is not in dataset {data.name}") from None
+        metric = str(pred["metric"]) if "metric" in pred else "euclidean"
+        dist = pairwise_distance(torch.from_numpy(pred["qf"]), torch.from_numpy(pred["gf"]), metric)
+        r = evaluate(dist, [i.pid for i in q], [i.pid for i in g], [i.camid for i in q],
+                     [i.camid for i in g])
+        return {k: 100.0 * v for k, v in r.as_dict((1, 5, 10)).items()}
+
     def train_and_test(self, ctx, s: Schedule, data, key: str) -> RankResult:
         gen = seed_everything(ctx.seed)
         train = [im for im in data.train if im.pid > 0 or key == "msmt17"]
@@ -199,6 +220,11 @@ class ReID:
 
         qf, qp, qc = feats(data.query, "query features")
         gf, gp, gc = feats(data.gallery, "gallery features")
+        buf = io.BytesIO()  # saved for `bench eval reid <file> <dataset>`
+        np.savez(buf, qf=qf.numpy(), gf=gf.numpy(), metric=s.metric,
+                 query_paths=[im.path for im in data.query],
+                 gallery_paths=[im.path for im in data.gallery])
+        atomic_write_bytes(Path(ctx.work_dir) / f"{data.name}_predictions.npz", buf.getvalue())
         dist = (re_ranking(qf, gf, 20, 6, 0.3) if s.rerank
                 else pairwise_distance(qf, gf, s.metric))
         return evaluate(dist, qp, gp, qc, gc)

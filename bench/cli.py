@@ -18,7 +18,6 @@ from bench.errors import BenchError, NotImplementedYet
 
 # Commands a later issue delivers, and that issue.
 _PLANNED = {
-    "eval": ("evaluate saved predictions of a task", 7),
     "sweep": ("run a task over a range of semantic weights λ", 13),
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
     "report": ("an HTML report of one run", 13),
@@ -125,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-golden", metavar="CSV",
                    help="write the latest measured rows as the golden file, on purpose")
     p.set_defaults(func=cmd_regress)
+
+    p = sub.add_parser("eval", parents=[common], help="evaluate saved predictions of a task",
+                       description="Evaluate a task's saved predictions (the "
+                                   "<dataset>_predictions file a run writes in its task folder) "
+                                   "against a dataset.")
+    p.add_argument("task", help="task name (bench list tasks)")
+    p.add_argument("predictions", help="predictions file")
+    p.add_argument("dataset", help="dataset key (bench list datasets)")
+    p.add_argument("root", nargs="?", help="the dataset's root (default: configured or synthetic)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -384,6 +393,27 @@ def cmd_regress(args: argparse.Namespace, out: Output) -> int:
                                     for row in t.itertuples(index=False)),
                   caption=f"{cmp.regressions} regression(s) in {len(t)} compared rows")
     return 0 if cmp.ok else 1
+
+
+def cmd_eval(args: argparse.Namespace, out: Output) -> int:
+    import adapters
+    from bench.data import read_dataset
+
+    cfg = _load_config(args)
+    task = adapters.TASKS.get(args.task).obj
+    if not hasattr(task, "evaluate_file"):
+        raise NotImplementedYet(f"`bench eval {args.task}`")
+    pred = cfg.path(args.predictions)
+    if not pred.is_file():
+        raise BenchError(f"{pred}: predictions file not found")
+    root = _dataset_root_arg(args, cfg)
+    metrics = task.evaluate_file(pred, read_dataset(args.dataset, root))
+    if args.json:
+        out.json({"task": args.task, "dataset": args.dataset, "metrics": metrics})
+    else:
+        out.table(f"{args.task} on {args.dataset}", ["metric", "value"],
+                  ([k, f"{v:.4g}"] for k, v in metrics.items()), caption=str(pred))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:

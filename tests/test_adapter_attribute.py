@@ -1,4 +1,5 @@
 """The attribute adapter: schedules, head, and a tiny end-to-end run on the synthetic PA100k."""
+import pytest
 import torch
 
 from adapters import attribute
@@ -36,3 +37,12 @@ def test_end_to_end_tiny_run(tmp_path):
     assert set(df["metric"]) == {"mA", "Accu", "Prec", "Recall", "F1"}
     assert set(df["semantic_weight"]) == {0.8}
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
+    # saved predictions re-evaluate to the stored numbers
+    from bench.data import read_dataset
+    [run_dir] = list((tmp_path / "res" / "runs").iterdir())
+    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "PA100k"
+    again = attribute.Attribute.evaluate_file(run_dir / "attribute" / "pa100k_predictions.npz",
+                                              read_dataset("pa100k", root))
+    stored = df[df["dataset"] == "pa100k"].set_index("metric")["value"]
+    for k, v in again.items():
+        assert v == pytest.approx(stored[k])

@@ -118,3 +118,13 @@ def test_end_to_end_tiny_run(tmp_path):
     assert r["Rank-1"] <= r["Rank-5"] <= r["Rank-10"]
     assert (run_dir / "reid" / "market1501_state.pt").is_file()
     assert "epoch 1/1" in (run_dir / "log.txt").read_text()
+    # the saved predictions re-evaluate to the same numbers through `bench eval`
+    from bench import cli
+    import json
+    pred = run_dir / "reid" / "market1501_predictions.npz"
+    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "Market-1501-v15.09.15"
+    code = cli.main(["eval", "reid", str(pred), "market1501", str(root), "--json",
+                     "--config", str(tmp_path / "bench.toml")])
+    assert code == 0
+    assert pytest.approx(r["mAP"]) == reid.ReID.evaluate_file(
+        pred, __import__("bench.data", fromlist=["read_dataset"]).read_dataset("market1501", root))["mAP"]

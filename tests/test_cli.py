@@ -7,7 +7,7 @@ import pytest
 
 from bench import cli
 
-PLANNED = ["pretrain", "eval", "sweep", "analyze", "report"]
+PLANNED = ["pretrain", "sweep", "analyze", "report"]
 
 
 def test_help_lists_every_command(bench_cli, capsys):
@@ -15,7 +15,7 @@ def test_help_lists_every_command(bench_cli, capsys):
         cli.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ["run", "list", "data", "perf", "tables", "regress"] + PLANNED:
+    for cmd in ["run", "list", "data", "perf", "tables", "regress", "eval"] + PLANNED:
         assert f"    {cmd}" in text
 
 
@@ -93,8 +93,8 @@ def test_console_script_installed():
 
 
 def test_perf_data_and_planned_perf(bench_cli, workdir):
-    code, _, err = bench_cli("perf", "backbone")
-    assert code == 2 and "`bench perf backbone` is not implemented yet (tracked in issue 14)" in err
+    code, _, err = bench_cli("perf", "e2e")
+    assert code == 2 and "`bench perf e2e` is not implemented yet (tracked in issue 14)" in err
     report = bench_cli.json("perf", "data", "--only", "market1501")
     stages = {r["stage"]: r for r in report["rows"]}
     assert stages["generate market1501"]["images"] == 376  # smoke: 170 train, 48 query, 158 gallery
