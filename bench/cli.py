@@ -18,7 +18,6 @@ from bench.errors import BenchError, NotImplementedYet
 
 # Commands a later issue delivers, and that issue.
 _PLANNED = {
-    "sweep": ("run a task over a range of semantic weights λ", 13),
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
     "report": ("an HTML report of one run", 13),
 }
@@ -134,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset key (bench list datasets)")
     p.add_argument("root", nargs="?", help="the dataset's root (default: configured or synthetic)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", parents=[common], help="run tasks over a range of λ, report with plots",
+                       description="Run one backbone on tasks for every semantic weight λ "
+                                   "of a range, then write sweep.csv, report.md and a PNG per "
+                                   "task under <results_dir>/sweeps/.")
+    p.add_argument("--backbone", help="zoo name with a semantic controller")
+    p.add_argument("--lambda", dest="lambdas", required=True, metavar="RANGE",
+                   help="start:stop:step (stop included) or a comma list, e.g. 0:1:0.1")
+    p.add_argument("--tasks", help="comma-separated task names, or 'all'")
+    p.add_argument("--profile")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--launcher", choices=("local",), default="local",
+                   help="local: one λ after another (cluster launchers: not yet)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -413,6 +427,24 @@ def cmd_eval(args: argparse.Namespace, out: Output) -> int:
     else:
         out.table(f"{args.task} on {args.dataset}", ["metric", "value"],
                   ([k, f"{v:.4g}"] for k, v in metrics.items()), caption=str(pred))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, out: Output) -> int:
+    from bench import runner, sweep
+
+    cfg = _load_config(args)
+    base = runner.request_from_config(cfg)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    req = runner.RunRequest(
+        backbone=args.backbone or base.backbone, tasks=tasks or base.tasks,
+        profile=args.profile or base.profile, seed=base.seed if args.seed is None else args.seed,
+        device=args.device or base.device, semantic_weight=None)
+    folder = sweep.run_sweep(cfg, req, sweep.parse_lambdas(args.lambdas), out)
+    if args.json:
+        out.json({"sweep": str(folder)})
+    else:
+        out.out.print(f"sweep report: {folder / 'report.md'}", soft_wrap=True)
     return 0
 
 

@@ -22,7 +22,10 @@ Tensor = torch.Tensor
 
 
 def _sqdist(x: Tensor, c: Tensor) -> Tensor:
-    """(N, T, D), (N, K, D) -> (N, T, K) squared Euclidean distances."""
+    """(N, T, D), (N, K, D) -> (N, T, K) squared Euclidean distances (inputs centred by
+    the callers, so the expanded form loses no precision that matters)."""
+    if x.shape[-1] == 1:
+        return (x - c.transpose(1, 2)) ** 2
     return ((x * x).sum(-1, keepdim=True) - 2 * x @ c.transpose(1, 2)
             + (c * c).sum(-1)[:, None, :]).clamp_(min=0)
 
@@ -71,6 +74,8 @@ def batched_kmeans(x: Tensor, k: int, valid: Tensor | None = None, iters: int = 
     N, T, _ = x.shape
     valid = torch.ones(N, T, dtype=torch.bool, device=x.device) if valid is None else valid
     vf = valid.to(x.dtype)
+    mean = (x * vf[..., None]).sum(1, keepdim=True) / vf.sum(1).clamp(min=1)[:, None, None]
+    x = x - mean  # centring: same clusters, no cancellation in the distance expansion
     best = None
     for _ in range(n_init):
         labels, centres = _lloyd(x, vf, _kmeanspp(x, vf, k, generator), iters)
@@ -82,14 +87,15 @@ def batched_kmeans(x: Tensor, k: int, valid: Tensor | None = None, iters: int = 
             best[0] = torch.where(better[:, None], labels, best[0])
             best[1] = torch.where(better[:, None, None], centres, best[1])
             best[2] = torch.where(better, inertia, best[2])
-    return best[0], best[1], best[2]
+    return best[0], best[1] + mean, best[2]
 
 
 @torch.no_grad()
 def foreground(feats: Tensor) -> Tensor:
     """(N, C, h, w) -> (N, h, w) bool: 2-means on token L2 norms, larger centre = person."""
     N, C, h, w = feats.shape
-    norms = feats.float().norm(dim=1).reshape(N, h * w, 1)
+    norms = feats.double().norm(dim=1).reshape(N, h * w, 1)
+    norms = norms - norms.mean(1, keepdim=True)  # LayerNorm'd tokens: norms differ in the 5th digit
     init = torch.stack([norms.min(1).values, norms.max(1).values], 1)  # (N, 2, 1)
     labels, centres = _lloyd(norms, torch.ones(N, h * w, device=feats.device), init, 30)
     fg_cluster = centres[..., 0].argmax(1)  # (N,)

@@ -104,7 +104,7 @@ def zoo_name(method: str, arch: str) -> str:
     """The zoo entry a checkpoint of (method, arch) loads into."""
     if arch == "test":
         return "test_solider_swin" if method == "solider" else "test_sup_swin"
-    return f"{method}_swin_{arch}"
+    return f"{method}_{arch}"  # arch is swin_t | swin_s | swin_b
 
 
 def build_objective(cfg: PretrainConfig, num_classes: int = 0) -> nn.Module:
@@ -272,9 +272,12 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
         sampler.set_epoch(epoch, pos)
         for batch in loader:
             for i, grp in enumerate(optimizer.param_groups):
-                grp["lr"] = lr_s[step]
+                grp["lr"] = float(lr_s[step])
                 if i == 0:
-                    grp["weight_decay"] = wd_s[step]
+                    grp["weight_decay"] = float(wd_s[step])
+            # drop path etc.: a function of (seed, step, rank), so resuming mid-epoch (which
+            # draws a new DataLoader iterator seed from the global RNG) changes nothing
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * 131 + rank)
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for micro in _split(_to(batch, dev), cfg.accum_steps):
@@ -289,6 +292,9 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
                     sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / cfg.accum_steps
             if world > 1:
                 all_reduce_grads(params, world)
+                logged = torch.tensor(list(sums.values()), dtype=torch.float64, device=dev)
+                dist.all_reduce(logged)  # log the global-batch mean, as one process would
+                sums = dict(zip(sums, (logged / world).tolist()))
             if cfg.clip_grad:
                 clip_gradients(trainable, cfg.clip_grad)
             if obj.last_layer is not None and epoch < cfg.freeze_last_layer:
