@@ -57,16 +57,47 @@ def build_backbone(ctx, **overrides: Any) -> nn.Module:
     conf = ctx.config.backbones.get(ctx.backbone)
     weights = conf.weights if conf else "pretrain"
     if weights == "pretrain":
-        raise NotImplementedYet(
-            f"pretraining {ctx.backbone!r} here (no checkpoint is configured for it; set "
-            f"[backbones.{ctx.backbone}] weights = \"random\" or a checkpoint file)", issue=5)
-    checkpoint = None if weights == "random" else str(ctx.config.path(weights))
+        checkpoint = pretrained_here(ctx)
+    else:
+        checkpoint = None if weights == "random" else str(ctx.config.path(weights))
     kwargs: dict[str, Any] = dict(overrides)
     if ctx.semantic_weight is not None:
         kwargs["semantic_weight"] = ctx.semantic_weight
     if ctx.spec.name in BACKBONES.get(ctx.backbone).meta.get("task_prompts", ()):
         kwargs["default_task"] = ctx.spec.name  # a PC-MoE backbone runs with this task's prompt
     return create_backbone(ctx.backbone, checkpoint=checkpoint, **kwargs)
+
+
+def pretrained_here(ctx) -> str | None:
+    """The checkpoint of the run's backbone pretrained by the pretraining module with the
+    run's profile, trained now (and cached by its config hash) if it is not there yet.
+    ``None`` for test models, which have no pretraining recipe (random init)."""
+    from backbones import BACKBONES
+    from backbones.pretrain import METHODS, default_out_dir, profile_config, train, zoo_name
+
+    meta = BACKBONES.get(ctx.backbone).meta
+    method, arch = meta.get("pretrain_method"), meta.get("arch")
+    if method == "random":
+        ctx.log(f"{ctx.backbone} is a test model: random initialisation")
+        return None
+    if method not in METHODS:
+        raise NotImplementedYet(f"pretraining {method} backbones here (set "
+                                f"[backbones.{ctx.backbone}] weights to a checkpoint file)",
+                                issue=6)
+    profile = ctx.profile if ctx.profile in ("smoke", "paper") else "smoke"
+    pcfg = profile_config(method, profile, arch=arch, seed=ctx.seed)
+    dest = default_out_dir(ctx.config, pcfg)
+    ckpt = dest / f"{zoo_name(method, arch)}.safetensors"
+    if ckpt.is_file():
+        ctx.log(f"using {ctx.backbone} pretrained here earlier: {ckpt}")
+        return str(ckpt)
+    ctx.log(f"no weights configured for {ctx.backbone}: pretraining it here first "
+            f"({method}, {profile} profile) into {dest}")
+    result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device)
+    if result.checkpoint is None:
+        raise BenchError(f"pretraining {ctx.backbone} stopped at step {result.steps}; "
+                         "run again to resume it")
+    return str(result.checkpoint)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -98,10 +98,34 @@ def test_schedule_overrides_are_checked(tmp_path):
         schedule_for(ctx, reid.SCHEDULES)
 
 
-def test_pretrain_weights_not_available_yet(tmp_path):
-    cfg = _ctx_cfg(tmp_path, text='[tasks.reid]\ndatasets = ["market1501"]\n')
-    with pytest.raises(NotImplementedYet, match=r"pretraining 'test_solider_swin' here"):
-        runner.run(cfg)
+def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
+    """No checkpoint configured: the backbone is pretrained first (once), then loaded."""
+    import backbones.pretrain as bp
+    from adapters import _engine
+
+    calls = []
+
+    def fake_train(pcfg, dest, bench_cfg=None, device=None, progress=None):
+        calls.append((pcfg.method, pcfg.arch, pcfg.profile))
+        raise BenchError("stop here")  # the real training is tested in test_pretrain.py
+
+    monkeypatch.setattr(bp, "train", fake_train)
+    ctx = type("C", (), {"backbone": "solider_swin_t", "profile": "smoke", "seed": 0,
+                         "device": "cpu", "config": _ctx_cfg(tmp_path), "log": lambda s, m: None})()
+    with pytest.raises(BenchError, match="stop here"):
+        _engine.pretrained_here(ctx)
+    assert calls == [("solider", "swin_t", "smoke")]
+    # a checkpoint pretrained earlier with the same settings is reused, not trained again
+    pcfg = bp.profile_config("solider", "smoke", arch="swin_t", seed=0)
+    ckpt = bp.default_out_dir(ctx.config, pcfg) / "solider_swin_t.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert _engine.pretrained_here(ctx) == str(ckpt) and len(calls) == 1
+    ctx.backbone = "test_solider_swin"  # test models have no recipe: random init
+    assert _engine.pretrained_here(ctx) is None
+    ctx.backbone = "clasp_swin_t"
+    with pytest.raises(NotImplementedYet, match="pretraining clasp backbones here"):
+        _engine.pretrained_here(ctx)
 
 
 def test_end_to_end_tiny_run(tmp_path):
