@@ -19,7 +19,6 @@ from bench.errors import BenchError, NotImplementedYet
 # Commands a later issue delivers, and that issue.
 _PLANNED = {
     "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
-    "report": ("an HTML report of one run", 13),
 }
 
 LIST_SECTIONS = ("backbones", "tasks", "datasets", "profiles")
@@ -148,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=("local",), default="local",
                    help="local: one λ after another (cluster launchers: not yet)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", parents=[common], help="a self-contained HTML page for one run",
+                       description="Write one self-contained HTML page with a run's summary, "
+                                   "metric table (published numbers beside), plots, config and log.")
+    p.add_argument("run", help="run folder, run id, or a unique prefix of one")
+    p.add_argument("--out", metavar="HTML", help="default: <run folder>/report.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
@@ -445,6 +451,19 @@ def cmd_sweep(args: argparse.Namespace, out: Output) -> int:
         out.json({"sweep": str(folder)})
     else:
         out.out.print(f"sweep report: {folder / 'report.md'}", soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out: Output) -> int:
+    from bench import report
+
+    cfg = _load_config(args)
+    run_dir = report.find_run(cfg.results_dir, args.run)
+    dest = report.write(run_dir, cfg.path(args.out) if args.out else None)
+    if args.json:
+        out.json({"run": run_dir.name, "html": str(dest)})
+    else:
+        out.out.print(f"report: {dest}", soft_wrap=True)
     return 0
 
 
