@@ -1,8 +1,8 @@
 """The ``bench`` command: parses arguments and calls the library; nothing is computed here.
 
 ``main(argv) -> int`` so tests call it directly.  A :class:`~bench.errors.BenchError`
-becomes one line, ``error: <what and where>``, and exit code 2; commands whose feature
-is still to come say "not implemented yet" and exit 2 too.
+becomes one line, ``error: <what and where>``, and exit code 2; features still to come
+(``bench perf e2e``, tasks not yet built) say "not implemented yet" and exit 2 too.
 """
 from __future__ import annotations
 
@@ -16,10 +16,6 @@ from bench import config as config_mod
 from bench.console import Output
 from bench.errors import BenchError, NotImplementedYet
 
-# Commands a later issue delivers, and that issue.
-_PLANNED = {
-    "analyze": ("semantic analysis of backbone features (the paper's Exp 1)", 13),
-}
 
 LIST_SECTIONS = ("backbones", "tasks", "datasets", "profiles")
 
@@ -155,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="HTML", help="default: <run folder>/report.html")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("analyze", parents=[common], help="semantic analysis of features (Exp 1)",
+                       description="The paper's Exp 1: part-pooled features of synthetic people; "
+                                   "intra-person distance between different parts and "
+                                   "inter-person distance between the same part, per λ, with a "
+                                   "2-D PCA plot coloured by part and by person.")
+    p.add_argument("what", choices=("semantics",))
+    p.add_argument("--backbone", help="zoo name (default: run.backbone)")
+    p.add_argument("--lambda", dest="lambdas", metavar="RANGE",
+                   help="start:stop:step or a comma list (backbones with a controller)")
+    p.add_argument("--people", type=int, default=12)
+    p.add_argument("--out", metavar="DIR", help="default: <results_dir>/analyze/<backbone>")
+    p.set_defaults(func=cmd_analyze)
+
     p = sub.add_parser("list", parents=[common], help="list backbones, tasks, datasets, profiles",
                        description="List what the registries and the config hold.")
     p.add_argument("what", nargs="?", choices=LIST_SECTIONS + ("all",), default="all")
@@ -180,21 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: <cache_dir>/pretrain/<zoo name>/<profile>-<data>-<hash>")
     p.set_defaults(func=cmd_pretrain)
 
-    for name, (what, _issue) in _PLANNED.items():
-        p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)",
-                           description=f"{what[0].upper()}{what[1:]}: not implemented yet.")
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_planned(name))
     return parser
-
-
-def _planned(name: str) -> Callable[[argparse.Namespace, Output], int]:
-    what, issue = _PLANNED[name]
-
-    def cmd(args: argparse.Namespace, out: Output) -> int:
-        raise NotImplementedYet(f"`bench {name}` ({what})", issue=issue)
-
-    return cmd
 
 
 def _load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -464,6 +459,36 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
         out.json({"run": run_dir.name, "html": str(dest)})
     else:
         out.out.print(f"report: {dest}", soft_wrap=True)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace, out: Output) -> int:
+    from types import SimpleNamespace
+
+    import backbones
+    from adapters._engine import build_backbone
+    from bench import analyze, sweep
+
+    cfg = _load_config(args)
+    name = args.backbone or cfg.run.backbone
+    meta = backbones.BACKBONES.get(name).meta
+    has_controller = bool(meta.get("semantic_controller", False))
+    if args.lambdas and not has_controller:
+        raise BenchError(f"backbone {name!r} has no semantic controller; --lambda cannot apply")
+    lambdas = (sweep.parse_lambdas(args.lambdas) if args.lambdas else [0.0, 1.0]) \
+        if has_controller else [None]
+    ctx = SimpleNamespace(backbone=name, config=cfg, profile=cfg.run.profile, seed=cfg.run.seed,
+                          device="cpu", semantic_weight=None, spec=SimpleNamespace(name="analyze"),
+                          log=lambda msg: out.info(msg))
+    model = build_backbone(ctx)
+    dest = cfg.path(args.out) if args.out else cfg.results_dir / "analyze" / name
+    table = analyze.analyze(model, lambdas, dest, n_people=args.people, name=name)
+    if args.json:
+        out.json({"dir": str(dest), "rows": table.to_dict("records")})
+    else:
+        out.table(f"semantic analysis of {name}", list(table.columns),
+                  ([f"{v:.4f}" if isinstance(v, float) else v for v in r]
+                   for r in table.itertuples(index=False)), caption=str(dest))
     return 0
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from bench import cli
 
-PLANNED = ["analyze"]
+COMMANDS = ["run", "list", "data", "perf", "tables", "regress", "eval", "sweep", "pretrain",
+            "report", "analyze"]
 
 
 def test_help_lists_every_command(bench_cli, capsys):
@@ -15,7 +16,7 @@ def test_help_lists_every_command(bench_cli, capsys):
         cli.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ["run", "list", "data", "perf", "tables", "regress", "eval", "sweep", "pretrain", "report"] + PLANNED:
+    for cmd in COMMANDS:
         assert f"    {cmd}" in text
 
 
@@ -52,14 +53,6 @@ def test_list_shows_registered_entries(bench_cli, workdir, registries):
                                   "controller": True, "weights": "pretrain", "paper": ""}]
     assert data["tasks"][0]["metrics"] == ["MR ↑", "err ↓"]
     assert data["tasks"][0]["version"] == 3
-
-
-@pytest.mark.parametrize("cmd", PLANNED)
-def test_planned_commands_say_not_implemented(bench_cli, workdir, cmd):
-    code, out, err = bench_cli(cmd, "some", "--args")
-    assert code == 2
-    assert "not implemented yet" in err and "issue" in err
-    assert out == ""
 
 
 def test_bad_config_is_one_line_error(bench_cli, workdir):
@@ -99,3 +92,17 @@ def test_perf_data_and_planned_perf(bench_cli, workdir):
     stages = {r["stage"]: r for r in report["rows"]}
     assert stages["generate market1501"]["images"] == 376  # smoke: 170 train, 48 query, 158 gallery
     assert stages["decode+flip+normalise"]["images_per_s"] > 0
+
+
+def test_analyze_semantics(bench_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = bench_cli.json("analyze", "semantics", "--backbone", "test_solider_swin", "--lambda",
+                          "0,1", "--people", "4", "--out", "an",
+                          "--set", 'backbones.test_solider_swin.weights="random"')
+    rows = {r["lambda"]: r for r in data["rows"]}
+    assert set(rows) == {0.0, 1.0}
+    for r in rows.values():
+        assert 0 <= r["intra_person_diff_parts"] <= 2 and 0 <= r["inter_person_same_part"] <= 2
+    assert (tmp_path / "an" / "semantics.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = bench_cli("analyze", "semantics", "--backbone", "test_sup_swin", "--lambda", "0,1")
+    assert code == 2 and "no semantic controller" in err
