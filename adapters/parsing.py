@@ -73,6 +73,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -85,6 +86,7 @@ from adapters import Metric, TaskSpec, register_task
 from adapters._engine import (autocast, build_backbone, fit, num_workers, schedule_for,
                               seed_everything)
 from bench.data import dataset_root
+from bench.errors import BenchError
 from bench.data.lip import FLIP_PAIRS, NUM_CLASSES, flip_labels, load_mask, read_lip
 from bench.metrics.segmentation import IGNORE_LABEL, ConfusionMatrix, SegmentationResult
 
@@ -621,11 +623,33 @@ class Parsing:
             state_name=f"{key}_state.pt", after_epoch=after_epoch,
             stateful={"schp": schp} if schp is not None else None)
         final = schp.model if schp is not None and schp.cycle >= 1 else model
-        return self.test(ctx, s, final, val)
+        return self.test(ctx, s, final, val, Path(ctx.work_dir) / f"{key}_predictions")
+
+    @staticmethod
+    def evaluate_file(path, data) -> dict[str, float]:
+        """mIoU etc. (percent) of a folder of predicted label PNGs named ``<id>.png`` (a run's
+        ``<dataset>_predictions/``, SCHP's output format) against the dataset's masks."""
+        from bench.data.base import read_label_png
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise BenchError(f"{folder}: expected a folder of <id>.png label maps")
+        acc = ConfusionMatrix(NUM_CLASSES)
+        found = 0
+        for smp in data:
+            f = folder / f"{smp.id}.png"
+            if f.is_file():
+                pred = read_label_png(f)
+                acc.update(pred, load_mask(smp.mask_path, (pred.shape[1], pred.shape[0])))
+                found += 1
+        if not found:
+            raise BenchError(f"{folder}: no prediction matches an image id of the dataset")
+        return {k: 100.0 * v for k, v in acc.compute().as_dict().items()}
 
     @torch.no_grad()
-    def test(self, ctx, s: Schedule, model: nn.Module, samples) -> SegmentationResult:
-        from bench.data.base import read_image
+    def test(self, ctx, s: Schedule, model: nn.Module, samples,
+             save_dir: Path | None = None) -> SegmentationResult:
+        from bench.data.base import read_image, write_image
 
         model.eval()
         acc = ConfusionMatrix(NUM_CLASSES)
@@ -642,5 +666,7 @@ class Parsing:
                 pred = parse_image(logits_fn, to_tensor(image), s.input_size, s.test_scales,
                                    s.test_flip)
                 acc.update(pred.numpy(), gt)
+                if save_dir is not None:
+                    write_image(save_dir / f"{smp.id}.png", pred.numpy().astype(np.uint8))
                 progress.advance(bar)
         return acc.compute()

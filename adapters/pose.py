@@ -62,6 +62,7 @@ epochs, a short warm-up) to run on a 2-core CPU in a couple of minutes.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from adapters._engine import (autocast, build_backbone, fit, num_workers, schedu
 from bench.data import dataset_root
 from bench.data.coco import DETECTIONS_FILE, FLIP_PAIRS, NUM_KEYPOINTS, read_coco_keypoints
 from bench.errors import BenchError
+from bench.io import atomic_write_text
 from bench.metrics.keypoints import KeypointMetrics, coco_keypoint_eval, topdown_postprocess
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -660,10 +662,35 @@ class Pose:
             ctx.log(f"{key}: no detection file {det_path}; testing on ground-truth boxes")
         val = read_coco_keypoints(root, "val", detections=None if use_gt else det_path)
         tcrops = test_crops(val, aspect, s.padding, use_gt, s.det_bbox_thr)
-        kps = predict(ctx, model, tcrops, s, heatmap_wh)
-        return evaluate(val.coco, [c.image_id for c in tcrops], kps,
-                        [c.score for c in tcrops], [float(np.prod(c.size)) for c in tcrops],
-                        s.vis_thr, s.oks_thr, s.use_nms)
+        kps = np.asarray(predict(ctx, model, tcrops, s, heatmap_wh), np.float64)
+        ids = np.asarray([c.image_id for c in tcrops])
+        keep, scores = topdown_postprocess(ids, kps, [c.score for c in tcrops],
+                                           [float(np.prod(c.size)) for c in tcrops],
+                                           s.vis_thr, s.oks_thr, s.use_nms)
+        # saved in COCO's results format, for `bench eval pose <file> coco_keypoints`
+        results = [{"image_id": int(i), "category_id": 1, "score": float(sc),
+                    "keypoints": [round(float(v), 3) for v in k.reshape(-1)]}
+                   for i, k, sc in zip(ids[keep], kps[keep], scores[keep])]
+        atomic_write_text(Path(ctx.work_dir) / f"{key}_predictions.json",
+                          json.dumps(results) + "\n")
+        return coco_keypoint_eval(val.coco, ids[keep], kps[keep], scores[keep])
+
+    @staticmethod
+    def evaluate_file(path, data) -> dict[str, float]:
+        """COCO keypoint AP/AR (percent) of a COCO-format results file (a run's
+        ``<dataset>_predictions.json``, already rescored and OKS-NMS'd) against the dataset."""
+        try:
+            res = json.loads(Path(path).read_text())
+            ids = np.asarray([r["image_id"] for r in res])
+            kps = np.asarray([r["keypoints"] for r in res], np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+            scores = np.asarray([r["score"] for r in res], np.float64)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise BenchError(f"{path}: not a COCO keypoint results file ({e})") from None
+        unknown = set(ids.tolist()) - {im.id for im in data.images}
+        if unknown:
+            raise BenchError(f"{path}: image ids {sorted(unknown)[:5]} are not in the dataset")
+        m = coco_keypoint_eval(data.coco, ids, kps, scores)
+        return {k: 100.0 * v for k, v in m.as_dict(METRICS).items() if v >= 0}
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -246,3 +246,10 @@ def test_end_to_end_tiny_run(tmp_path):
     state = torch.load(run_dir / "parsing" / "lip_state.pt", weights_only=False)
     assert state["epoch"] == 2 and state["extra"]["schp"]["cycle"] == 2
     assert not math.isnan(float(df.loc[df["metric"] == "mIoU", "value"].iloc[0]))
+    # the saved label maps re-evaluate to the stored numbers (`bench eval parsing`)
+    from bench.data.lip import read_lip
+    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "LIP"
+    again = P.Parsing.evaluate_file(run_dir / "parsing" / "lip_predictions",
+                                          read_lip(root, "val")[:4])
+    stored = df.set_index("metric")["value"]
+    assert again == pytest.approx({k: stored[k] for k in again})

@@ -217,7 +217,7 @@ def test_end_to_end_tiny_run(tmp_path):
     cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
                           "run.backbone=test_solider_swin", "run.tasks=[\"pose\"]",
                           "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
-    runner.run(cfg)
+    run_dir = runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == {"coco_keypoints"}
     assert set(df["split"]) == {"val"}
@@ -225,6 +225,13 @@ def test_end_to_end_tiny_run(tmp_path):
     assert {"AP", "AP50", "AP75", "AR"} <= set(df["metric"])
     assert set(df["semantic_weight"]) == {0.8}
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
+    # the saved COCO results file re-evaluates to the stored numbers (`bench eval pose`)
+    from bench.data.coco import read_coco_keypoints
+    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "coco"
+    again = pose.Pose.evaluate_file(run_dir / "pose" / "coco_keypoints_predictions.json",
+                                    read_coco_keypoints(root, "val"))
+    stored = df.set_index("metric")["value"]
+    assert {k: round(v, 6) for k, v in again.items()} == {k: round(stored[k], 6) for k in again}
 
 
 def test_oracle_heatmaps_through_the_whole_test_path_score_near_perfect(tmp_path):
