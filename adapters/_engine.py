@@ -29,6 +29,9 @@ from bench.errors import BenchError, NotImplementedYet
 from bench.io import atomic_write_bytes
 
 S = TypeVar("S")
+# Fault injection for the resume tests: "<task>:<epoch>" kills the process (SIGKILL) right
+# after that epoch's state is saved.
+KILL_AFTER_EPOCH = "HCBENCH_FAULT_KILL_AFTER_EPOCH"
 
 
 # --------------------------------------------------------------------------------------
@@ -213,6 +216,8 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])
+        np.random.set_state(state["np_rng"])
         for name, obj in stateful.items():
             obj.load_state_dict(state["extra"][name])
         start = resumed = state["epoch"]
@@ -229,6 +234,8 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
                     group["lr"] = lr
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
+            if getattr(loader, "generator", None) is not None:  # shuffling: f(seed, epoch) only
+                loader.generator.manual_seed(ctx.seed * 100_003 + epoch)
             model.train()
             total, n = 0.0, 0
             for batch in loader:
@@ -251,9 +258,12 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
             buf = io.BytesIO()
             torch.save({"epoch": epoch + 1, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
+                        "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+                        "np_rng": np.random.get_state(),
                         "extra": {k: v.state_dict() for k, v in stateful.items()}}, buf)
             atomic_write_bytes(state_path, buf.getvalue())
+            if os.environ.get(KILL_AFTER_EPOCH) == f"{ctx.spec.name}:{epoch + 1}":
+                os.kill(os.getpid(), 9)  # fault injection (tests): die right after saving
     return FitResult(epochs, last, time.time() - t0, resumed)
 
 

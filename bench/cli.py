@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantic weight for every task (backbones with a controller only)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
+                   help="continue an unfinished run (default: the latest) from its saved config")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("data", parents=[common], help="make the synthetic world; check datasets",
@@ -213,7 +215,10 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         else args.semantic_weight)
     if req.semantic_weight is not None and not 0 <= req.semantic_weight <= 1:
         raise BenchError(f"--lambda: λ must lie in [0, 1], got {req.semantic_weight}")
-    run_dir = runner.run(cfg, req, out)
+    if args.resume is not None:
+        run_dir = runner.run(cfg, None, out, resume=args.resume)
+    else:
+        run_dir = runner.run(cfg, req, out)
     out.info(f"results written to {run_dir}")
     return 0
 

@@ -87,18 +87,29 @@ class RunWriter:
     """
 
     def __init__(self, results_dir: str | Path, run_id: str, *, config_toml: str,
-                 env: dict, meta: dict | None = None):
+                 env: dict, meta: dict | None = None, resume: bool = False):
         self.runs_dir = Path(results_dir) / "runs"
         self.run_id = run_id
         self.final_dir = self.runs_dir / run_id
         self.dir = self.runs_dir / (run_id + PARTIAL_SUFFIX)
         if self.final_dir.exists():
             raise BenchError(f"{self.final_dir}: a finished run with this id already exists")
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = dict(meta or {})
         self.rows: list[MetricRow] = []
         self._log_lines: list[str] = []
         self.started = time.time()
+        if resume:  # an interrupted run: keep its config, rows and log; note the resumption
+            if not self.dir.is_dir():
+                raise BenchError(f"{self.dir}: no unfinished run to resume")
+            if (self.dir / "metrics.csv").is_file():
+                self.rows = read_rows(self.dir / "metrics.csv")
+            if (self.dir / "log.txt").is_file():
+                self._log_lines = (self.dir / "log.txt").read_text().splitlines()
+            old = json.loads((self.dir / "env.json").read_text()) if (self.dir / "env.json").is_file() else {}
+            env = {**old, "resumed": [*old.get("resumed", []), env]}
+            atomic_write_json(self.dir / "env.json", env)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "config.toml", config_toml)
         atomic_write_json(self.dir / "env.json", env)
 
@@ -192,6 +203,28 @@ def _read_run(d: Path) -> pd.DataFrame:
     except ValueError as e:
         raise BenchError(f"{path}: malformed value ({e}), run skipped") from None
     return df.astype(_DTYPES)
+
+
+def read_rows(path: Path) -> list[MetricRow]:
+    """The metric rows of one metrics.csv, as written by :class:`RunWriter`."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    out = []
+    for r in df.to_dict("records"):
+        out.append(MetricRow(
+            run_id=r["run_id"], backbone=r["backbone"], arch=r["arch"],
+            pretrain_method=r["pretrain_method"],
+            semantic_weight=None if r["semantic_weight"] == "" else float(r["semantic_weight"]),
+            task=r["task"], task_version=int(r["task_version"]), dataset=r["dataset"],
+            split=r["split"], metric=r["metric"], value=float(r["value"]),
+            higher_is_better=r["higher_is_better"] == "True", profile=r["profile"],
+            seed=int(r["seed"]), data_kind=r["data_kind"]))
+    return out
+
+
+def unfinished_runs(results_dir: str | Path) -> list[Path]:
+    """Partial run folders, oldest first (run ids start with a UTC timestamp)."""
+    runs_dir = Path(results_dir) / "runs"
+    return sorted(runs_dir.glob(f"*{PARTIAL_SUFFIX}")) if runs_dir.is_dir() else []
 
 
 def read_run_summary(run_dir: str | Path) -> dict:

@@ -117,10 +117,51 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None) -> Path:
-    """Run ``req`` (default: the config's [run] table); returns the finished run folder."""
-    req = req or request_from_config(cfg)
+def absolute_paths(cfg: Config) -> Config:
+    """The config with every path made absolute, so the copy saved with a run stands alone."""
+    from bench.config import BackboneSection, DataSection, DatasetSection, PathsSection
+
+    def weights(b: BackboneSection) -> BackboneSection:
+        if b.weights in ("pretrain", "random"):
+            return b
+        return dataclasses.replace(b, weights=str(cfg.path(b.weights)))
+
+    return dataclasses.replace(
+        cfg,
+        paths=PathsSection(cache_dir=str(cfg.cache_dir), results_dir=str(cfg.results_dir)),
+        data=DataSection(synthetic=cfg.data.synthetic, datasets={
+            k: DatasetSection(root=str(cfg.path(v.root)) if v.root else "")
+            for k, v in cfg.data.datasets.items()}),
+        backbones={k: weights(v) for k, v in cfg.backbones.items()})
+
+
+def resume_target(cfg: Config, run_id: str | None) -> tuple[str, Config]:
+    """(run id, its saved config) of an unfinished run: ``run_id``, or the latest one."""
+    from bench.results import PARTIAL_SUFFIX, unfinished_runs
+
+    partial = unfinished_runs(cfg.results_dir)
+    if run_id:
+        partial = [p for p in partial if p.name.startswith(run_id)]
+    if not partial:
+        raise BenchError(f"{cfg.results_dir / 'runs'}: no unfinished run"
+                         + (f" matching {run_id!r}" if run_id else "") + " to resume")
+    target = partial[-1]
+    return target.name[: -len(PARTIAL_SUFFIX)], config_mod.load(target / "config.toml")
+
+
+def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
+        resume: str | None = None) -> Path:
+    """Run ``req`` (default: the config's [run] table); returns the finished run folder.
+
+    ``resume`` (a run id, or "" for the latest) continues an unfinished run from its own
+    saved config: tasks that already wrote their rows are skipped, an interrupted task
+    picks up its training state from its work folder."""
     out = out or Output()
+    run_id = None
+    if resume is not None:
+        run_id, cfg = resume_target(cfg, resume or None)
+        req = request_from_config(cfg)
+    req = req or request_from_config(cfg)
     if req.profile not in cfg.profiles:
         raise BenchError(f"unknown profile {req.profile!r} (defined: {', '.join(cfg.profiles)})")
     specs = resolve_tasks(req.tasks)
@@ -129,23 +170,32 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None) -
     has_controller = bool(meta.get("semantic_controller", False))
     lambdas = {s.name: resolve_semantic_weight(cfg, req, s, has_controller) for s in specs}
     device = resolve_device(req.device)
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(
+    cfg = absolute_paths(dataclasses.replace(cfg, run=dataclasses.replace(
         cfg.run, backbone=req.backbone, tasks=tuple(s.name for s in specs),
         profile=req.profile, seed=req.seed, device=req.device,
-        semantic_weight=req.semantic_weight))
+        semantic_weight=req.semantic_weight)))
 
-    run_id = new_run_id(req.backbone)
+    resuming = run_id is not None
+    run_id = run_id or new_run_id(req.backbone)
     writer = RunWriter(cfg.results_dir, run_id, config_toml=config_mod.dumps(cfg),
                        env=env_mod.collect(device),
                        meta={"backbone": req.backbone, "profile": req.profile,
-                             "tasks": [s.name for s in specs], "seed": req.seed})
-    out.info(f"run {run_id}: backbone {req.backbone} ({meta.get('arch', '?')}), "
-             f"profile {req.profile}, device {device}")
-    rows: list[MetricRow] = []
+                             "tasks": [s.name for s in specs], "seed": req.seed},
+                       resume=resuming)
+    done = {r.task for r in writer.rows}
+    out.info(f"{'resuming ' if resuming else ''}run {run_id}: backbone {req.backbone} "
+             f"({meta.get('arch', '?')}), profile {req.profile}, device {device}"
+             + (f"; done already: {', '.join(sorted(done))}" if done else ""))
+    rows: list[MetricRow] = list(writer.rows)
     with writer:
+        if resuming:
+            writer.log(f"resumed; tasks done already: {', '.join(sorted(done)) or 'none'}")
         with out.progress() as progress:
             overall = progress.add_task("tasks", total=len(specs))
             for spec in specs:
+                if spec.name in done:
+                    progress.advance(overall)
+                    continue
                 progress.update(overall, description=f"task {spec.name}")
                 ctx = _context(cfg, req, spec, meta, lambdas[spec.name], device, out, writer)
                 t0 = time.time()
