@@ -1,0 +1,212 @@
+"""Person search metrics: mAP and top-k as SeqNet's ``eval_func.py`` computes them.
+
+Protocol (``eval_search_cuhk`` / ``eval_search_prw`` of serend1p1ty/SeqNet, which
+SOLIDER-PersonSearch keeps unchanged):
+
+* gallery detections scoring below ``det_thresh`` (0.5) are dropped; a gallery image left
+  with no detection contributes nothing to the ranking (but its ground truth still counts);
+* a query is compared with every kept detection of every image of *its* gallery by the dot
+  product of the embeddings (SeqNet's features are L2-normalised, and CWS-weighted in the
+  gallery);
+* in a gallery image that holds the query person (box ``g``, ``w x h``), the detections are
+  visited in decreasing similarity and the *first* one with IoU(det, g) >=
+  ``min(0.5, w·h / ((w + 10)(h + 10)))`` is the one true positive of that image (the
+  relaxed threshold is for small people); every other detection is a negative;
+* AP is the average precision of that ranking (scikit-learn's ``average_precision_score``:
+  tied scores form one threshold) times the *recall rate* ``count_tp / count_gt`` — the
+  fraction of the gallery images holding the query person in which the detector found it
+  — and 0 when nothing was found; top-k is 1 when a true positive is among the k most
+  similar detections;
+* galleries: CUHK-SYSU uses the protocol's per-query gallery (``TestG{N}.mat``, the query
+  image is not in it); PRW searches every test frame except the query's own, and its
+  cross-camera variant also drops the query camera's frames (``ignore_cam_id=False``).
+
+Everything below works on plain arrays: per gallery image its detected boxes (x1, y1, x2,
+y2), scores and embeddings; per query its embedding, the indices of its gallery images and
+the query person's box in each of them (:class:`SearchProtocol`).  The per-query work is
+vectorised: one matrix product for the similarities, one IoU pass over the candidate
+detections, a ``lexsort`` to pick each image's first match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SearchProtocol:
+    """Which gallery images each query searches, and where its person is in them.
+
+    ``galleries[i]``: int array of gallery-image indices for query ``i``;
+    ``gt_boxes[i]``: float array (len(galleries[i]), 4), the query person's box (x1, y1, x2,
+    y2) in each of those images, NaN where the person is absent.
+    """
+
+    galleries: tuple[np.ndarray, ...]
+    gt_boxes: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    mAP: float  # in [0, 1]
+    topk: dict[int, float]  # k -> accuracy in [0, 1]
+    ap: np.ndarray  # per-query AP (after the recall-rate correction)
+    recall_rate: np.ndarray  # per-query count_tp / count_gt
+    hits: np.ndarray  # (Q, len(topk)) 0/1
+
+    def as_dict(self) -> dict[str, float]:
+        out = {"mAP": float(self.mAP)}
+        out.update({f"top-{k}": float(v) for k, v in self.topk.items()})
+        return out
+
+
+def iou_threshold(gt: np.ndarray) -> np.ndarray:
+    """SeqNet's match threshold for ground-truth boxes (..., 4): min(0.5, wh/((w+10)(h+10)))."""
+    w, h = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
+    return np.minimum(0.5, w * h / ((w + 10.0) * (h + 10.0)))
+
+
+def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of row-aligned boxes (N, 4) x (N, 4), no +1 (SeqNet's ``_compute_iou``)."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+             + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """scikit-learn's ``average_precision_score`` (binary): sum over distinct score
+    thresholds, from the highest, of (recall gain) x (precision at that threshold)."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.sum() == 0:
+        return 0.0
+    order = np.argsort(y_score, kind="mergesort")[::-1]
+    s, t = y_score[order], y_true[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tie group
+    tps = np.cumsum(t)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray],
+                    gallery_scores: Sequence[np.ndarray], gallery_feats: Sequence[np.ndarray],
+                    protocol: SearchProtocol, det_thresh: float = 0.5,
+                    topk: Sequence[int] = (1, 5, 10)) -> SearchResult:
+    """mAP and top-k of ``eval_search_cuhk`` / ``eval_search_prw`` on plain arrays.
+
+    ``gallery_boxes[j]`` (Nj, 4), ``gallery_scores[j]`` (Nj,), ``gallery_feats[j]`` (Nj, D):
+    the detections of gallery image ``j``; ``query_feats`` (Q, D).
+    """
+    q = np.asarray(query_feats, dtype=np.float64)
+    n_img = len(gallery_boxes)
+    if not (len(gallery_scores) == len(gallery_feats) == n_img):
+        raise ValueError("gallery boxes, scores and features must have one entry per image")
+    if len(protocol.galleries) != len(q):
+        raise ValueError(f"{len(q)} query features but {len(protocol.galleries)} galleries")
+    dim = q.shape[1]
+    boxes, feats, owner = [], [], []
+    for j in range(n_img):
+        s = np.asarray(gallery_scores[j], dtype=np.float64).reshape(-1)
+        keep = s >= det_thresh
+        boxes.append(np.asarray(gallery_boxes[j], dtype=np.float64).reshape(-1, 4)[keep])
+        feats.append(np.asarray(gallery_feats[j], dtype=np.float64).reshape(-1, dim)[keep])
+        owner.append(np.full(int(keep.sum()), j))
+    boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    feats = np.concatenate(feats) if feats else np.zeros((0, dim))
+    owner = np.concatenate(owner).astype(np.int64) if owner else np.zeros(0, np.int64)
+    order = np.argsort(owner, kind="stable")  # detections grouped by image
+    boxes, feats, owner = boxes[order], feats[order], owner[order]
+    starts = np.searchsorted(owner, np.arange(n_img + 1))
+
+    ks = tuple(int(k) for k in topk)
+    aps, rates, hits = [], [], []
+    for i, (gal, gt) in enumerate(zip(protocol.galleries, protocol.gt_boxes)):
+        gal = np.asarray(gal, dtype=np.int64)
+        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+        gal, first = np.unique(gal, return_index=True)  # a gallery image counts once
+        gt = gt[first]
+        has_gt = ~np.isnan(gt).any(axis=1)
+        count_gt = int(has_gt.sum())
+        # candidate detections: those of this query's gallery images
+        lens = starts[gal + 1] - starts[gal]
+        idx = np.repeat(starts[gal] - np.cumsum(np.r_[0, lens[:-1]]), lens) + np.arange(lens.sum())
+        slot = np.repeat(np.arange(len(gal)), lens)  # position of the image in ``gal``
+        sim = feats[idx] @ q[i]
+        label = np.zeros(len(idx), dtype=np.int64)
+        cand = has_gt[slot]
+        if cand.any():
+            g = gt[slot[cand]]
+            ok = box_iou_pairs(boxes[idx[cand]], g) >= iou_threshold(g)
+            where = np.flatnonzero(cand)[ok]
+            if len(where):
+                # per image, the matching detection of highest similarity is the positive
+                o = np.lexsort((-sim[where], slot[where]))
+                where = where[o]
+                _, firsts = np.unique(slot[where], return_index=True)
+                label[where[firsts]] = 1
+        count_tp = int(label.sum())
+        rate = count_tp / count_gt if count_gt else 0.0
+        aps.append(0.0 if count_tp == 0 else average_precision(label, sim) * rate)
+        rates.append(rate)
+        ranked = label[np.argsort(-sim, kind="stable")]
+        hits.append([int(ranked[:k].sum() > 0) for k in ks])
+    aps_a = np.asarray(aps, dtype=np.float64)
+    hits_a = np.asarray(hits, dtype=np.int64).reshape(len(aps), len(ks))
+    return SearchResult(mAP=float(aps_a.mean()) if len(aps_a) else 0.0,
+                        topk={k: float(hits_a[:, c].mean()) if len(aps_a) else 0.0
+                              for c, k in enumerate(ks)},
+                        ap=aps_a, recall_rate=np.asarray(rates), hits=hits_a)
+
+
+# --------------------------------------------------------------------------------------
+# Protocols from dataset records (bench.data.search.SearchDataset)
+# --------------------------------------------------------------------------------------
+def _gt_of(image, pid: int) -> np.ndarray:
+    hit = np.flatnonzero(np.asarray(image.pids) == pid)
+    if not len(hit):
+        return np.full(4, np.nan)
+    return np.asarray(image.boxes, dtype=np.float64)[hit[0]]
+
+
+def cuhk_protocol(data) -> SearchProtocol:
+    """CUHK-SYSU: each query's protocol gallery (``data.query_gallery``)."""
+    if data.query_gallery is None:
+        raise ValueError(f"dataset {data.name} has no per-query galleries")
+    gals, gts = [], []
+    for qr, gal in zip(data.queries, data.query_gallery):
+        gal = np.asarray(gal, dtype=np.int64)
+        gals.append(gal)
+        gts.append(np.stack([_gt_of(data.gallery[j], qr.pid) for j in gal])
+                   if len(gal) else np.zeros((0, 4)))
+    return SearchProtocol(tuple(gals), tuple(gts))
+
+
+def prw_protocol(data, ignore_cam_id: bool = True) -> SearchProtocol:
+    """PRW: every test frame but the query's own (cross-camera: also not the query's camera)."""
+    names = np.array([g.name for g in data.gallery])
+    cams = np.array([-1 if g.cam is None else g.cam for g in data.gallery])
+    gals, gts = [], []
+    for qr in data.queries:
+        keep = names != qr.name
+        if not ignore_cam_id:
+            keep &= cams != (-1 if qr.cam is None else qr.cam)
+        gal = np.flatnonzero(keep)
+        gals.append(gal)
+        gts.append(np.stack([_gt_of(data.gallery[j], qr.pid) for j in gal])
+                   if len(gal) else np.zeros((0, 4)))
+    return SearchProtocol(tuple(gals), tuple(gts))
+
+
+def protocol_for(data, ignore_cam_id: bool = True) -> SearchProtocol:
+    return cuhk_protocol(data) if data.query_gallery is not None else prw_protocol(data, ignore_cam_id)
+
+
+__all__ = ["SearchProtocol", "SearchResult", "average_precision", "box_iou_pairs",
+           "cuhk_protocol", "evaluate_search", "iou_threshold", "prw_protocol", "protocol_for"]

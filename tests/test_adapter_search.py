@@ -1,0 +1,132 @@
+"""The person search adapter: schedules, the SeqNet model on the Swin split, OIM, and a tiny
+end-to-end run on the synthetic CUHK-SYSU and PRW."""
+import pytest
+import torch
+
+from adapters import search
+
+
+def test_paper_schedule_is_solider_seqnet():
+    s = search.SCHEDULES["paper"]
+    assert (s.min_size, s.max_size, s.lr, s.momentum, s.weight_decay) == (900, 1500, 3e-4, 0.9, 5e-4)
+    assert (s.epochs, s.prw_epochs, s.milestone, s.warmup_factor) == (20, 18, 16, 1e-3)
+    assert (s.batch_size, dict(s.batch_by_arch)) == (4, {"swin_s": 3, "swin_b": 2})
+    assert (s.cq_size, s.prw_cq_size, s.oim_scalar, s.oim_momentum) == (5000, 500, 30.0, 0.5)
+    assert s.det_thresh == 0.5 and search.SPEC.semantic_weight == 0.6
+    assert [m.name for m in search.SPEC.metrics] == ["mAP", "top-1"]
+    assert search.SPEC.datasets == ("cuhk_sysu", "prw")
+
+
+def test_oim_lookup_table_queue_and_gradient():
+    torch.manual_seed(0)
+    oim = search.OIMLoss(dim=4, num_pids=3, cq_size=2, momentum=0.5, scalar=30.0).train()
+    oim.lut[1] = torch.tensor([1.0, 0, 0, 0])
+    x = torch.nn.functional.normalize(torch.randn(5, 4), dim=1).requires_grad_(True)
+    # labels: 0 background (dropped), 2 -> identity index 1, 4/4/4 unlabeled (>= num_pids + 1)
+    labels = torch.tensor([0, 2, 4, 4, 4])
+    loss = oim(x, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and x.grad is not None
+    assert x.grad[0].abs().sum() == 0 and x.grad[1].abs().sum() > 0  # background: no gradient
+    expected = 0.5 * torch.tensor([1.0, 0, 0, 0]) + 0.5 * x[1].detach()
+    assert torch.allclose(oim.lut[1], expected / expected.norm(), atol=1e-6)
+    assert oim.lut[0].abs().sum() == 0 and oim.lut[2].abs().sum() == 0
+    # the queue of 2 wrapped around: slot 0 holds the third unlabeled feature, slot 1 the second
+    assert torch.allclose(oim.cq[0], x[4].detach()) and torch.allclose(oim.cq[1], x[3].detach())
+    assert int(oim.header) == 1
+    # logits of the loss were taken against the tables *before* the update
+    before = torch.cat([torch.eye(4)[:1] * 0, torch.tensor([[1.0, 0, 0, 0]]), torch.zeros(1, 4)])
+    logits = 30 * x[1].detach() @ torch.cat([before, torch.zeros(2, 4)]).t()
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(
+        logits[None], torch.tensor([1])).item(), rel=1e-5)
+    # eval: no update
+    oim.eval()
+    lut = oim.lut.clone()
+    oim(x.detach(), labels)
+    assert torch.equal(lut, oim.lut)
+
+
+def _model(num_pids=3):
+    from backbones import create_backbone
+
+    import dataclasses
+
+    s = dataclasses.replace(search.SCHEDULES["smoke"], min_size=128, max_size=160)
+    bb = create_backbone("test_solider_swin", semantic_weight=0.6)
+    return search.SeqNet(bb, 0.6, s, num_pids, 8)
+
+
+def test_seqnet_trains_and_detects():
+    torch.manual_seed(0)
+    m = _model()
+    imgs = [torch.rand(3, 160, 200), torch.rand(3, 170, 190)]
+    targets = [{"boxes": torch.tensor([[10., 20, 60, 140], [100, 30, 160, 150]]),
+                "labels": torch.tensor([1, 4])},
+               {"boxes": torch.tensor([[50., 40, 110, 160]]), "labels": torch.tensor([3])}]
+    m.train()
+    losses = m(imgs, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_reg", "loss_proposal_cls",
+                           "loss_proposal_reg", "loss_box_cls", "loss_box_reg", "loss_box_reid"}
+    total = sum(losses.values())
+    total.backward()
+    g = m.roi_heads.reid_head.stage.blocks[0].attn.w_msa.qkv.weight.grad
+    assert g is not None and g.abs().sum() > 0
+    assert m.body.swin.patch_embed.projection.weight.grad.abs().sum() > 0
+    assert m.roi_heads.reid_loss.lut[0].abs().sum() > 0  # identity 1 entered the table
+    m.eval()
+    out = m(imgs)
+    assert len(out) == 2 and out[0]["embeddings"].shape[1] == 256
+    assert out[0]["boxes"].shape[0] == out[0]["scores"].shape[0]
+    q = m.embed_query(imgs[0], torch.tensor([10., 20, 60, 140]))
+    assert q.shape == (256,) and q.norm().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_res5_head_uses_lambda():
+    torch.manual_seed(0)
+    m = _model().eval()
+    head = m.roi_heads.reid_head
+    x = torch.randn(2, head.in_channels, 14, 14)
+    a = head(x)["feat_res5"]
+    head.semantic_weight = 0.0
+    b = head(x)["feat_res5"]
+    assert a.shape == (2, head.out_channels, 1, 1) and not torch.allclose(a, b)
+
+
+def _tiny_run(tmp_path, datasets):
+    from bench import config, results, runner
+    from bench.data import read_dataset
+
+    p = tmp_path / "bench.toml"
+    p.write_text(f'[tasks.search]\ndatasets = {list(datasets)!r}\n'.replace("'", '"')
+                 + '[tasks.search.schedule.smoke]\nepochs = 1\nprw_epochs = 1\nmin_size = 96\n'
+                 'max_size = 128\nbatch_size = 4\nroi_batch = 16\nrpn_post_nms_train = 64\n'
+                 'rpn_post_nms_test = 20\ndetections_per_img = 20\n'
+                 '[backbones.test_solider_swin]\nweights = "random"\n')
+    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
+                          "run.backbone=test_solider_swin", "run.tasks=[\"search\"]",
+                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    runner.run(cfg)
+    df = results.load(tmp_path / "res")
+    assert set(df["dataset"]) == set(datasets)
+    assert set(df["metric"]) == {"mAP", "top-1"} and len(df) == 2 * len(datasets)
+    assert set(df["semantic_weight"]) == {0.6}
+    assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
+    # saved predictions re-evaluate to the stored numbers
+    [run_dir] = list((tmp_path / "res" / "runs").iterdir())
+    base = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0"
+    for key in datasets:
+        folder = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}[key]
+        again = search.Search.evaluate_file(run_dir / "search" / f"{key}_predictions.npz",
+                                            read_dataset(key, base / folder))
+        stored = df[df["dataset"] == key].set_index("metric")["value"]
+        for k, v in again.items():
+            assert v == pytest.approx(stored[k])
+
+
+def test_end_to_end_tiny_run(tmp_path):
+    _tiny_run(tmp_path, ["cuhk_sysu"])
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_run_both_datasets(tmp_path):
+    _tiny_run(tmp_path, ["cuhk_sysu", "prw"])

@@ -1,0 +1,123 @@
+"""Person search metrics (SeqNet's eval_search_cuhk / eval_search_prw) on hand-made cases."""
+import numpy as np
+import pytest
+
+from bench.data.search import UNLABELED, SearchDataset, SearchImage, SearchQuery
+from bench.metrics.search import (SearchProtocol, average_precision, evaluate_search,
+                                  iou_threshold, prw_protocol)
+
+NAN4 = [np.nan] * 4
+
+
+def _unit(*v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_perfect_detector_and_embeddings_give_100():
+    # 3 gallery images; query person in images 0 and 2; image 1 holds someone else.
+    gt = np.array([[10, 10, 60, 110], NAN4, [100, 20, 150, 120]], dtype=float)
+    boxes = [gt[0:1], np.array([[5, 5, 50, 100.]]), np.array([[0, 0, 40, 90.], gt[2]])]
+    scores = [np.ones(1), np.ones(1), np.ones(2)]
+    me, other = _unit(1, 0, 0), _unit(0, 1, 0)
+    feats = [me[None], other[None], np.stack([other, me])]
+    proto = SearchProtocol((np.arange(3),), (gt,))
+    r = evaluate_search(me[None], boxes, scores, feats, proto)
+    assert r.mAP == pytest.approx(1.0)
+    assert r.topk[1] == 1.0 and r.recall_rate[0] == 1.0
+
+
+def test_recall_rate_correction_when_detector_misses():
+    # query person in images 0 and 1; the detector finds it in image 0 only.
+    gt = np.array([[0, 0, 50, 100], [0, 0, 50, 100]], dtype=float)
+    me = _unit(1, 0)
+    boxes = [gt[0:1], np.array([[200, 200, 250, 300.]])]  # image 1: a far-away box
+    feats = [me[None], _unit(0.6, 0.8)[None]]
+    proto = SearchProtocol((np.arange(2),), (gt,))
+    r = evaluate_search(me[None], boxes, [np.ones(1), np.ones(1)], feats, proto)
+    # ranking: one positive (image 0) first -> AP 1, times recall 1/2
+    assert r.recall_rate[0] == 0.5
+    assert r.mAP == pytest.approx(0.5)
+    # ... and a detection below the score threshold counts as missed too
+    r = evaluate_search(me[None], [gt[0:1], gt[1:2]], [np.ones(1), np.array([0.49])], feats,
+                        proto, det_thresh=0.5)
+    assert r.mAP == pytest.approx(0.5)
+    # nothing found at all -> AP 0 and no top-1 hit
+    r = evaluate_search(me[None], [boxes[1], boxes[1]], [np.ones(1)] * 2, feats, proto)
+    assert r.mAP == 0.0 and r.topk[1] == 0.0
+
+
+def test_iou_threshold_relaxed_for_small_boxes():
+    # a 10x20 person: threshold = 200 / (20*30) = 1/3 (< 0.5)
+    gt = np.array([[0, 0, 10, 20.]])
+    assert iou_threshold(gt)[0] == pytest.approx(1 / 3)
+    assert iou_threshold(np.array([[0, 0, 100, 200.]]))[0] == 0.5
+    me = _unit(1, 0)
+    det = np.array([[0, 0, 10, 8.]])  # IoU 0.4: a match for the small box only
+    proto = SearchProtocol((np.arange(1),), (gt,))
+    r = evaluate_search(me[None], [det], [np.ones(1)], [me[None]], proto)
+    assert r.mAP == 1.0
+    big_gt = gt * 10
+    r = evaluate_search(me[None], [det * 10], [np.ones(1)], [me[None]],
+                        SearchProtocol((np.arange(1),), (big_gt,)))
+    assert r.mAP == 0.0
+
+
+def test_only_the_most_similar_match_per_image_is_positive():
+    gt = np.array([[0, 0, 50, 100.]])
+    me = _unit(1, 0)
+    boxes = [np.array([[0, 0, 50, 100.], [1, 1, 50, 100.]])]
+    feats = [np.stack([_unit(1, 1), _unit(1, 0.1)])]  # second detection is more similar
+    r = evaluate_search(me[None], boxes, [np.ones(2)], feats,
+                        SearchProtocol((np.arange(1),), (gt,)))
+    assert r.mAP == pytest.approx(1.0) and r.topk[1] == 1.0
+
+
+def test_hand_computed_case():
+    # query person in gallery images 0, 1, 2 (count_gt = 3); found in 0 and 2 (count_tp = 2).
+    # detections by similarity: a(neg, .9) b(pos, .8) c(neg, .7) d(pos, .6) e(neg, .5)
+    # AP over the ranking = (1/2 + 2/4) / 2 = 0.5; times recall 2/3 -> 1/3.
+    def f(s):  # a unit vector with dot product s against e1
+        return np.array([s, np.sqrt(1 - s * s)])
+
+    gt = np.array([[0, 0, 40, 80], [0, 0, 40, 80], [100, 0, 140, 80]], dtype=float)
+    far = [300, 300, 340, 380.]
+    boxes = [np.array([far, gt[0]]), np.array([far]), np.array([gt[2], far])]
+    feats = [np.stack([f(.9), f(.8)]), np.stack([f(.7)]), np.stack([f(.6), f(.5)])]
+    scores = [np.ones(2), np.ones(1), np.ones(2)]
+    r = evaluate_search(np.array([[1.0, 0.0]]), boxes, scores, feats,
+                        SearchProtocol((np.arange(3),), (gt,)), topk=(1, 2, 5))
+    assert r.mAP == pytest.approx(1 / 3, abs=1e-6)
+    assert r.recall_rate[0] == pytest.approx(2 / 3)
+    assert (r.topk[1], r.topk[2], r.topk[5]) == (0.0, 1.0, 1.0)
+
+
+def test_average_precision_matches_sklearn_ties():
+    # sklearn: y=[1,0,1,0], s=[.9,.8,.8,.1] -> thresholds .9 (P=1,R=.5), .8 (P=2/3,R=1)
+    assert average_precision(np.array([1, 0, 1, 0]), np.array([.9, .8, .8, .1])) == \
+        pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert average_precision(np.array([0, 0]), np.array([.5, .4])) == 0.0
+
+
+def _img(name, boxes, pids, cam):
+    return SearchImage(name, name, np.asarray(boxes, np.float32), np.asarray(pids, np.int64), cam)
+
+
+def test_prw_excludes_the_query_frame_and_cross_camera():
+    box = [0, 0, 40, 80]
+    gallery = (_img("c1s1_a.jpg", [box], [7], 1), _img("c1s1_b.jpg", [box], [7], 1),
+               _img("c2s1_c.jpg", [box], [7], 2), _img("c3s1_d.jpg", [box], [UNLABELED], 3))
+    q = SearchQuery("c1s1_a.jpg", "c1s1_a.jpg", np.asarray(box, np.float32), 7, 1)
+    data = SearchDataset("prw", "/", (), gallery, (q,), None)
+    p = prw_protocol(data)
+    assert p.galleries[0].tolist() == [1, 2, 3]
+    assert np.isnan(p.gt_boxes[0][2]).all() and not np.isnan(p.gt_boxes[0][:2]).any()
+    assert prw_protocol(data, ignore_cam_id=False).galleries[0].tolist() == [2, 3]
+    # the query frame's own perfect detection does not count: count_gt = 2 (frames b, c)
+    me = _unit(1, 0)
+    boxes = [np.asarray([box], float)] * 4
+    feats = [me[None], me[None], np.zeros((1, 2)), np.zeros((1, 2))]
+    r = evaluate_search(me[None], boxes, [np.ones(1)] * 4, feats, p)
+    # b (pos, 1.0) ranked first; c (pos, 0) tied with d (neg, 0): AP = 1/2*1 + 1/2*2/3
+    assert r.recall_rate[0] == 1.0
+    assert r.mAP == pytest.approx(0.5 + 0.5 * 2 / 3)
