@@ -285,6 +285,42 @@ def extract(ctx, fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader,
     return torch.cat(outs), [torch.cat(e) for e in (extras or [])]
 
 
+class StepWarmup:
+    """mmcv's ``step`` learning-rate policy, set per training iteration:
+    lr(it) = lr · γ^(#milestones <= epoch) · warm-up factor, with a ``linear`` warm-up (from
+    ``warmup_ratio`` x up to 1 over ``warmup_iters``, mmpose) or a ``constant`` one
+    (``warmup_ratio`` x until ``warmup_iters``, Pedestron).  Its iteration count is saved
+    with the training state (pass it to :func:`fit` in ``stateful``)."""
+
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float, warmup_iters: int,
+                 warmup_ratio: float, iters_per_epoch: int, warmup: str = "linear"):
+        if warmup not in ("linear", "constant"):
+            raise ValueError(f"warm-up must be linear or constant, got {warmup!r}")
+        self.lr, self.milestones, self.gamma = lr, tuple(milestones), gamma
+        self.warmup_iters, self.warmup_ratio, self.warmup = warmup_iters, warmup_ratio, warmup
+        self.iters_per_epoch = max(1, iters_per_epoch)
+        self.it = 0
+
+    def lr_at(self, it: int) -> float:
+        epoch = it // self.iters_per_epoch
+        lr = self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        if it < self.warmup_iters:
+            lr *= (self.warmup_ratio if self.warmup == "constant" else
+                   1 - (1 - it / self.warmup_iters) * (1 - self.warmup_ratio))
+        return lr
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        for g in optimizer.param_groups:
+            g["lr"] = self.lr_at(self.it)
+        self.it += 1
+
+    def state_dict(self) -> dict:
+        return {"it": self.it}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.it = int(state["it"])
+
+
 def cosine_warmup(base_lr: float, epochs: int, warmup: int, warmup_init: float,
                   lr_min: float) -> Callable[[int], float]:
     """timm's ``CosineLRScheduler`` per epoch as TransReID configures it (warm-up counted

@@ -79,8 +79,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (autocast, build_backbone, fit, num_workers, schedule_for,
-                              seed_everything)
+from adapters._engine import (StepWarmup, autocast, build_backbone, fit, num_workers,
+                              schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.data.citypersons import CityPersonsImage, read_citypersons
 from bench.errors import BenchError
@@ -525,30 +525,6 @@ def save_predictions(path: Path, images: Sequence[CityPersonsImage], boxes, scor
     atomic_write_bytes(path, buf.getvalue())
 
 
-class StepWarmup:
-    """lr(it) = lr · γ^(#milestones <= epoch), x ``warmup_ratio`` for the first
-    ``warmup_iters`` iterations (mmcv's constant warm-up)."""
-
-    def __init__(self, s: Schedule, iters_per_epoch: int):
-        self.s, self.ipe, self.it = s, max(1, iters_per_epoch), 0
-
-    def lr_at(self, it: int) -> float:
-        s = self.s
-        lr = s.lr * s.gamma ** sum(it // self.ipe >= m for m in s.milestones)
-        return lr * s.warmup_ratio if it < s.warmup_iters else lr
-
-    def step(self, optimizer) -> None:
-        for g in optimizer.param_groups:
-            g["lr"] = self.lr_at(self.it)
-        self.it += 1
-
-    def state_dict(self) -> dict:
-        return {"it": self.it}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.it = int(state["it"])
-
-
 @register_task(SPEC)
 class Detection:
     def run(self, ctx):
@@ -581,7 +557,8 @@ class Detection:
                             drop_last=len(train) > bs, num_workers=num_workers(), generator=gen,
                             worker_init_fn=_seed_worker)
         optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
-        sched = StepWarmup(s, len(loader))
+        sched = StepWarmup(s.lr, s.milestones, s.gamma, s.warmup_iters, s.warmup_ratio,
+                           len(loader), warmup="constant")
         teacher = MeanTeacher(model, s.ema_decay) if s.mean_teacher else None
         pending = [False]
 

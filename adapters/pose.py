@@ -76,8 +76,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (autocast, build_backbone, fit, num_workers, schedule_for,
-                              seed_everything)
+from adapters._engine import (StepWarmup, autocast, build_backbone, fit, num_workers,
+                              schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.data.coco import DETECTIONS_FILE, FLIP_PAIRS, NUM_KEYPOINTS, read_coco_keypoints
 from bench.errors import BenchError
@@ -519,38 +519,8 @@ class TopDownCrops(Dataset):
 
 
 # --------------------------------------------------------------------------------------
-# Training schedule: per-iteration linear warm-up, per-epoch steps (mmcv ``step`` policy)
+# Optimiser groups (the schedule is the engine's StepWarmup, mmcv's ``step`` policy)
 # --------------------------------------------------------------------------------------
-class StepWarmup:
-    """lr(it) = lr · γ^(#milestones <= epoch) · warm-up factor; the iteration count is saved
-    with the training state."""
-
-    def __init__(self, lr: float, milestones: Sequence[int], gamma: float, warmup_iters: int,
-                 warmup_ratio: float, iters_per_epoch: int):
-        self.lr, self.milestones, self.gamma = lr, tuple(milestones), gamma
-        self.warmup_iters, self.warmup_ratio = warmup_iters, warmup_ratio
-        self.iters_per_epoch = max(1, iters_per_epoch)
-        self.it = 0
-
-    def lr_at(self, it: int) -> float:
-        epoch = it // self.iters_per_epoch
-        lr = self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-        if it < self.warmup_iters:
-            lr *= 1 - (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
-        return lr
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        for g in optimizer.param_groups:
-            g["lr"] = self.lr_at(self.it)
-        self.it += 1
-
-    def state_dict(self) -> dict:
-        return {"it": self.it}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.it = int(state["it"])
-
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on the relative position bias tables."""
     decay, no_decay = [], []

@@ -31,6 +31,18 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def tiny_run_config(tmp_path, task: str, toml: str = "", *overrides: str):
+    """A config for a tiny end-to-end run of ``task`` on the random-weight test backbone,
+    fp32 on the CPU, with the synthetic world and results under ``tmp_path``."""
+    from bench import config
+
+    p = tmp_path / "bench.toml"
+    p.write_text(toml + '\n[backbones.test_solider_swin]\nweights = "random"\n')
+    return config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
+                           "run.backbone=test_solider_swin", f'run.tasks=["{task}"]',
+                           "run.device=cpu", 'profiles.smoke.precision="fp32"', *overrides])
+
+
 @pytest.fixture
 def bench_cli(capsys):
     """Call `bench ARGS...` in-process; returns (exit code, stdout, stderr)."""

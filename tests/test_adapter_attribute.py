@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from adapters import attribute
-from bench import config, results, runner
+from conftest import tiny_run_config
+from bench import results, runner
 
 
 def test_paper_schedule_is_rethinkpar():
@@ -23,14 +24,9 @@ def test_head():
 
 
 def test_end_to_end_tiny_run(tmp_path):
-    p = tmp_path / "bench.toml"
-    p.write_text('[tasks.attribute]\ndatasets = ["pa100k", "peta_zs"]\n'
-                 '[tasks.attribute.schedule.smoke]\nepochs = 1\ninput_size = [64, 32]\n'
-                 'wide_input_size = [64, 48]\nbatch_size = 32\n'
-                 '[backbones.test_solider_swin]\nweights = "random"\n')
-    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
-                          "run.backbone=test_solider_swin", "run.tasks=[\"attribute\"]",
-                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    cfg = tiny_run_config(tmp_path, "attribute", '[tasks.attribute]\ndatasets = ["pa100k", "peta_zs"]\n'
+                                                 '[tasks.attribute.schedule.smoke]\nepochs = 1\ninput_size = [64, 32]\n'
+                                                 'wide_input_size = [64, 48]\nbatch_size = 32\n')
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == {"pa100k", "peta_zs"}

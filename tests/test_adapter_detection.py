@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from adapters import detection
-from bench import config, results, runner
+from conftest import tiny_run_config
+from bench import results, runner
 
 
 def test_paper_schedule_is_pedestron_csp():
@@ -78,13 +79,9 @@ def test_model_shapes():
 
 
 def test_end_to_end_tiny_run(tmp_path):
-    p = tmp_path / "bench.toml"
-    p.write_text('[tasks.detection.schedule.smoke]\nepochs = 1\ntrain_size = [128, 256]\n'
-                 'batch_size = 3\nneck_channels = 32\n'
-                 '[backbones.test_solider_swin]\nweights = "random"\n')
-    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
-                          "run.backbone=test_solider_swin", "run.tasks=[\"detection\"]",
-                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    cfg = tiny_run_config(tmp_path, "detection",
+                          "[tasks.detection.schedule.smoke]\nepochs = 1\ntrain_size = [128, 256]\n"
+                          "batch_size = 3\nneck_channels = 32\n")
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == {"citypersons"}

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from adapters import parsing as P
-from bench import config, results, runner
+from conftest import tiny_run_config
+from bench import results, runner
 from bench.data.lip import flip_labels
 from bench.metrics.segmentation import mean_iou
 
@@ -228,14 +229,9 @@ def test_flip_test_swaps_left_and_right(monkeypatch):
 
 
 def test_end_to_end_tiny_run(tmp_path):
-    p = tmp_path / "bench.toml"
-    p.write_text('[tasks.parsing.schedule.smoke]\nepochs = 2\ninput_size = [64, 48]\n'
-                 'batch_size = 4\nschp_start = 1\ncycle_epochs = 1\nmax_train_images = 8\n'
-                 'max_val_images = 4\nbn_reestimate_batches = 1\n'
-                 '[backbones.test_solider_swin]\nweights = "random"\n')
-    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
-                          "run.backbone=test_solider_swin", "run.tasks=[\"parsing\"]",
-                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    cfg = tiny_run_config(tmp_path, "parsing", '[tasks.parsing.schedule.smoke]\nepochs = 2\ninput_size = [64, 48]\n'
+                                               'batch_size = 4\nschp_start = 1\ncycle_epochs = 1\nmax_train_images = 8\n'
+                                               'max_val_images = 4\nbn_reestimate_batches = 1\n')
     run_dir = runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == {"lip"} and set(df["split"]) == {"val"}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from adapters import pose
+from conftest import tiny_run_config
 from bench import config, results, runner
 from bench.data.coco import FLIP_PAIRS
 
@@ -210,13 +211,8 @@ def test_training_sample_targets_follow_the_warped_keypoints(tmp_path):
 
 
 def test_end_to_end_tiny_run(tmp_path):
-    p = tmp_path / "bench.toml"
-    p.write_text('[tasks.pose.schedule.smoke]\nepochs = 1\ninput_size = [64, 48]\n'
-                 'batch_size = 16\n'
-                 '[backbones.test_solider_swin]\nweights = "random"\n')
-    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
-                          "run.backbone=test_solider_swin", "run.tasks=[\"pose\"]",
-                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    cfg = tiny_run_config(tmp_path, "pose", '[tasks.pose.schedule.smoke]\nepochs = 1\ninput_size = [64, 48]\n'
+                                            'batch_size = 16\n')
     run_dir = runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == {"coco_keypoints"}

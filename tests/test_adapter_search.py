@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from adapters import search
+from conftest import tiny_run_config
 
 
 def test_paper_schedule_is_solider_seqnet():
@@ -93,18 +94,15 @@ def test_res5_head_uses_lambda():
 
 
 def _tiny_run(tmp_path, datasets):
-    from bench import config, results, runner
+    from bench import results, runner
     from bench.data import read_dataset
 
-    p = tmp_path / "bench.toml"
-    p.write_text(f'[tasks.search]\ndatasets = {list(datasets)!r}\n'.replace("'", '"')
-                 + '[tasks.search.schedule.smoke]\nepochs = 1\nprw_epochs = 1\nmin_size = 96\n'
-                 'max_size = 128\nbatch_size = 4\nroi_batch = 16\nrpn_post_nms_train = 64\n'
-                 'rpn_post_nms_test = 20\ndetections_per_img = 20\n'
-                 '[backbones.test_solider_swin]\nweights = "random"\n')
-    cfg = config.load(p, ["paths.results_dir=res", f"paths.cache_dir={tmp_path / 'cache'}",
-                          "run.backbone=test_solider_swin", "run.tasks=[\"search\"]",
-                          "run.device=cpu", "profiles.smoke.precision=\"fp32\""])
+    names = ", ".join(f'"{d}"' for d in datasets)
+    cfg = tiny_run_config(tmp_path, "search",
+                          f"[tasks.search]\ndatasets = [{names}]\n"
+                          "[tasks.search.schedule.smoke]\nepochs = 1\nprw_epochs = 1\nmin_size = 96\n"
+                          "max_size = 128\nbatch_size = 4\nroi_batch = 16\nrpn_post_nms_train = 64\n"
+                          "rpn_post_nms_test = 20\ndetections_per_img = 20\n")
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == set(datasets)

@@ -1,0 +1,25 @@
+"""The training engine's shared pieces."""
+import pytest
+import torch
+
+from adapters._engine import StepWarmup
+
+
+@pytest.mark.parametrize("warmup, first", [("linear", 1e-3 * 0.001), ("constant", 1e-3 / 3)])
+def test_step_warmup(warmup, first):
+    ratio = 0.001 if warmup == "linear" else 1 / 3
+    s = StepWarmup(1e-3, (2, 3), 0.1, warmup_iters=10, warmup_ratio=ratio, iters_per_epoch=10,
+                   warmup=warmup)
+    assert s.lr_at(0) == pytest.approx(first)
+    assert s.lr_at(5) == pytest.approx(1e-3 * (0.5 + 0.5 * ratio) if warmup == "linear" else first)
+    assert s.lr_at(10) == pytest.approx(1e-3)  # warm-up over
+    assert s.lr_at(20) == pytest.approx(1e-4) and s.lr_at(30) == pytest.approx(1e-5)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    for _ in range(3):
+        s.step(opt)
+    assert opt.param_groups[0]["lr"] == pytest.approx(s.lr_at(2))
+    t = StepWarmup(1e-3, (2, 3), 0.1, 10, ratio, 10, warmup)
+    t.load_state_dict(s.state_dict())
+    assert t.it == 3
+    with pytest.raises(ValueError):
+        StepWarmup(1e-3, (), 0.1, 1, 0.1, 1, warmup="cosine")
