@@ -96,7 +96,14 @@ def pretrained_here(ctx) -> str | None:
         return str(ckpt)
     ctx.log(f"no weights configured for {ctx.backbone}: pretraining it here first "
             f"({method}, {profile} profile) into {dest}")
-    result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device)
+    with ctx.out.progress() as progress:
+        bar = progress.add_task(f"pretrain {ctx.backbone}", total=None)
+
+        def show(step: int, total: int, row: dict) -> None:
+            progress.update(bar, completed=step, total=total,
+                            description=f"pretrain {ctx.backbone}: loss {row['loss']:.3f}")
+
+        result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device, progress=show)
     if result.checkpoint is None:
         raise BenchError(f"pretraining {ctx.backbone} stopped at step {result.steps}; "
                          "run again to resume it")

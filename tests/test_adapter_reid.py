@@ -110,8 +110,10 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
         raise BenchError("stop here")  # the real training is tested in test_pretrain.py
 
     monkeypatch.setattr(bp, "train", fake_train)
+    from bench.console import Output
     ctx = type("C", (), {"backbone": "solider_swin_t", "profile": "smoke", "seed": 0,
-                         "device": "cpu", "config": _ctx_cfg(tmp_path), "log": lambda s, m: None})()
+                         "device": "cpu", "config": _ctx_cfg(tmp_path), "log": lambda s, m: None,
+                         "out": Output(quiet=True)})()
     with pytest.raises(BenchError, match="stop here"):
         _engine.pretrained_here(ctx)
     assert calls == [("solider", "swin_t", "smoke")]
