@@ -484,7 +484,7 @@ def cmd_analyze(args: argparse.Namespace, out: Output) -> int:
         if has_controller else [None]
     ctx = SimpleNamespace(backbone=name, config=cfg, profile=cfg.run.profile, seed=cfg.run.seed,
                           device="cpu", semantic_weight=None, spec=SimpleNamespace(name="analyze"),
-                          log=lambda msg: out.info(msg))
+                          log=lambda msg: out.info(msg), out=out)
     model = build_backbone(ctx)
     dest = cfg.path(args.out) if args.out else cfg.results_dir / "analyze" / name
     table = analyze.analyze(model, lambdas, dest, n_people=args.people, name=name)
