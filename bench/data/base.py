@@ -154,16 +154,6 @@ def load_mat(path: Path, problems: Problems | None = None, **kwargs: Any) -> dic
         raise problems_or_strict(problems).fatal(path, f"unreadable .mat file ({e})") from None
 
 
-def mat_field(mat: Any, name: str, path: Path) -> Any:
-    """``mat[name]`` for dicts and numpy record arrays, or a DataError naming the field."""
-    try:
-        if isinstance(mat, dict):
-            return mat[name]
-        return mat[name]
-    except (KeyError, ValueError, IndexError):
-        raise DataError(f"{path}: missing field {name!r}") from None
-
-
 # --------------------------------------------------------------------------------------
 # Restricted unpickling (RethinkPAR's dataset_*.pkl)
 # --------------------------------------------------------------------------------------
@@ -175,7 +165,7 @@ _ALLOWED = {
     ("collections", "OrderedDict"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("numpy", "core.multiarray._reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
 }
 # Containers that are plain dicts with attribute access: read back as dict.
 _AS_DICT = {("easydict", "EasyDict")}
@@ -190,9 +180,7 @@ class _PlainDict(dict):
 
 
 def _plain(obj: Any) -> Any:
-    if isinstance(obj, _PlainDict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, dict):
+    if isinstance(obj, dict):  # _PlainDict included: back to a plain dict
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_plain(v) for v in obj]
