@@ -6,8 +6,8 @@ Swin-T), filled from runs of ``sup_swin_t``, ``dino_swin_t``, ``dinoclust_swin_t
 ``solider_swin_t``.  ``sota``: one block per task, columns the paper's peer methods then
 SOLIDER Swin-T/S/B, filled from runs of ``solider_swin_{t,s,b}``.
 
-Every cell shows the published number and, where runs exist, the measured mean with the
-data kind it was measured on (a synthetic number is shown but never compared with a
+Every cell shows the published number and, where runs exist, the measured mean (of runs at
+the task's official λ, the one the paper's numbers use) with the data kind it was measured on (a synthetic number is shown but never compared with a
 published one).  The best published number of each row is marked (respecting the metric's
 direction).  Tables are pivots of the tidy rows of :mod:`bench.results`; the renderers
 below only format.
@@ -79,12 +79,23 @@ def _digits(values) -> int:
     return max((len(f"{v}".split(".")[1]) if "." in f"{v}" else 0) for v in values)
 
 
+def _official_lambda(task: str) -> float | None:
+    import adapters
+
+    return adapters.TASKS.get(task).meta["spec"].semantic_weight if task in adapters.TASKS else None
+
+
 def _measured(runs: pd.DataFrame, **match) -> tuple[float | None, str, int]:
+    """Mean of the matching rows, at the task's official λ: the paper's numbers use it, so a
+    run at another λ (a sweep, say) does not count here."""
     if runs is None or runs.empty:
         return None, "", 0
     sel = runs
     for k, v in match.items():
         sel = sel[sel[k] == v]
+    lam = _official_lambda(match["task"])
+    if lam is not None:
+        sel = sel[sel["semantic_weight"].isna() | ((sel["semantic_weight"] - lam).abs() < 1e-9)]
     if sel.empty:
         return None, "", 0
     # prefer real data over synthetic when both exist; never mix them in one mean

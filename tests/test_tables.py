@@ -1,4 +1,5 @@
 """The paper's tables rebuilt from the published rows, with measured cells from runs."""
+import dataclasses
 import re
 
 import pandas as pd
@@ -75,6 +76,9 @@ def test_measured_cells_come_from_runs(pub, tmp_path):
                        ("r3", "dino_swin_t", 30.0)):
         with RunWriter(tmp_path, run, config_toml="", env={}) as w:
             w.add_rows([row(run, bb, v)])
+    # a sweep run at another λ than reID's official 0.2 does not enter the paper's table
+    with RunWriter(tmp_path, "r4", config_toml="", env={}) as w:
+        w.add_rows([dataclasses.replace(row("r4", "solider_swin_t", 99.0), semantic_weight=0.9)])
     runs = results.load(tmp_path)
     [block] = tables.ablation(pub, runs)
     r = next(r for r in block.rows if r.dataset == "market1501" and r.metric == "mAP")
