@@ -32,6 +32,29 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _add_run_selection(p: argparse.ArgumentParser) -> None:
+    """The options that pick what a run runs (defaults: [run] in bench.toml)."""
+    p.add_argument("--backbone", help="zoo name (bench list backbones)")
+    p.add_argument("--tasks", help="comma-separated task names, or 'all' (the six SOLIDER tasks)")
+    p.add_argument("--profile", help="profile name (bench list profiles)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+
+
+def _request(args: argparse.Namespace, cfg: config_mod.Config, semantic_weight: float | None):
+    """The run request: bench.toml's [run] with the command line's choices on top."""
+    from bench import runner
+
+    base = runner.request_from_config(cfg)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    if args.tasks is not None and not tasks:
+        raise BenchError("--tasks: empty list")
+    return runner.RunRequest(
+        backbone=args.backbone or base.backbone, tasks=tasks or base.tasks,
+        profile=args.profile or base.profile, seed=base.seed if args.seed is None else args.seed,
+        device=args.device or base.device, semantic_weight=semantic_weight)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -43,13 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run a backbone on tasks, store metric rows",
                        description="Fine-tune and evaluate one backbone on tasks; the rows go "
                                    "to the results store. Defaults come from [run] in bench.toml.")
-    p.add_argument("--backbone", help="zoo name (bench list backbones)")
-    p.add_argument("--tasks", help="comma-separated task names, or 'all' (the six SOLIDER tasks)")
-    p.add_argument("--profile", help="profile name (bench list profiles)")
+    _add_run_selection(p)
     p.add_argument("--lambda", dest="semantic_weight", type=float, metavar="λ",
                    help="semantic weight for every task (backbones with a controller only)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                    help="continue an unfinished run (default: the latest) from its saved config")
     p.set_defaults(func=cmd_run)
@@ -135,13 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run one backbone on tasks for every semantic weight λ "
                                    "of a range, then write sweep.csv, report.md and a PNG per "
                                    "task under <results_dir>/sweeps/.")
-    p.add_argument("--backbone", help="zoo name with a semantic controller")
+    _add_run_selection(p)
     p.add_argument("--lambda", dest="lambdas", required=True, metavar="RANGE",
                    help="start:stop:step (stop included) or a comma list, e.g. 0:1:0.1")
-    p.add_argument("--tasks", help="comma-separated task names, or 'all'")
-    p.add_argument("--profile")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device")
     p.add_argument("--launcher", choices=("local",), default="local",
                    help="local: one λ after another (cluster launchers: not yet)")
     p.set_defaults(func=cmd_sweep)
@@ -203,16 +218,8 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     from bench import runner
 
     cfg = _load_config(args)
-    req = runner.request_from_config(cfg)
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
-    if args.tasks is not None and not tasks:
-        raise BenchError("--tasks: empty list")
-    req = runner.RunRequest(
-        backbone=args.backbone or req.backbone, tasks=tasks or req.tasks,
-        profile=args.profile or req.profile, seed=req.seed if args.seed is None else args.seed,
-        device=args.device or req.device,
-        semantic_weight=req.semantic_weight if args.semantic_weight is None
-        else args.semantic_weight)
+    req = _request(args, cfg, cfg.run.semantic_weight if args.semantic_weight is None
+                   else args.semantic_weight)
     if req.semantic_weight is not None and not 0 <= req.semantic_weight <= 1:
         raise BenchError(f"--lambda: λ must lie in [0, 1], got {req.semantic_weight}")
     if args.resume is not None:
@@ -437,16 +444,10 @@ def cmd_eval(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, out: Output) -> int:
-    from bench import runner, sweep
+    from bench import sweep
 
     cfg = _load_config(args)
-    base = runner.request_from_config(cfg)
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
-    req = runner.RunRequest(
-        backbone=args.backbone or base.backbone, tasks=tasks or base.tasks,
-        profile=args.profile or base.profile, seed=base.seed if args.seed is None else args.seed,
-        device=args.device or base.device, semantic_weight=None)
-    folder = sweep.run_sweep(cfg, req, sweep.parse_lambdas(args.lambdas), out)
+    folder = sweep.run_sweep(cfg, _request(args, cfg, None), sweep.parse_lambdas(args.lambdas), out)
     if args.json:
         out.json({"sweep": str(folder)})
     else:
