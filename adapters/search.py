@@ -570,7 +570,7 @@ class Search:
                 x = torch.from_numpy(np.array(read_image(q.path))).permute(2, 0, 1).float() / 255
                 with autocast(ctx.device, ctx.precision):
                     qf.append(model.embed_query(x.to(ctx.device),
-                                                torch.as_tensor(q.box, device=ctx.device)).float().cpu().numpy())
+                                                torch.tensor(q.box, device=ctx.device)).float().cpu().numpy())
                 progress.advance(bar)
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), np.float32))
         per = [dets.get(j, empty) for j in range(len(data.gallery))]
