@@ -23,3 +23,31 @@ def test_step_warmup(warmup, first):
     assert t.it == 3
     with pytest.raises(ValueError):
         StepWarmup(1e-3, (), 0.1, 1, 0.1, 1, warmup="cosine")
+
+
+def test_nan_loss_stops_with_the_last_good_state(tmp_path):
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from adapters._engine import fit
+    from bench.console import Output
+    from bench.errors import BenchError
+
+    ctx = SimpleNamespace(work_dir=tmp_path, out=Output(quiet=True), spec=SimpleNamespace(name="toy"),
+                          device="cpu", precision="fp32", seed=0, log=lambda m: None)
+    model = torch.nn.Linear(2, 1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    epoch = {"n": 0}
+
+    def step(batch):
+        loss = model(batch[0]).pow(2).mean()
+        return loss * float("nan") if epoch["n"] >= 1 else loss
+
+    with pytest.raises(BenchError, match=r"toy: loss became nan in epoch 2; the last good state is .*state.pt"):
+        fit(ctx, model, loader, step, opt, epochs=3, state_name="state.pt",
+            after_epoch=lambda e, loss: epoch.__setitem__("n", e + 1))
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert state["epoch"] == 1  # the state of the last good epoch is kept
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
