@@ -122,7 +122,7 @@ class Schedule:
 
 SCHEDULES = {
     "paper": Schedule(),
-    "smoke": Schedule(min_size=240, max_size=400, epochs=3, prw_epochs=3, milestone=100,
+    "smoke": Schedule(min_size=240, max_size=400, epochs=2, prw_epochs=2, milestone=100,
                       batch_size=2, lr=3e-3, warmup_factor=0.1, rpn_pre_nms_train=1000,
                       rpn_post_nms_train=200, rpn_pre_nms_test=500, rpn_post_nms_test=50,
                       rpn_batch=128, roi_batch=32, score_thresh=0.05, detections_per_img=50,
