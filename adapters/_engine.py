@@ -25,8 +25,11 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from backbones._cfg import IMAGENET_MEAN, IMAGENET_STD
 from bench.errors import BenchError, NotImplementedYet
 from bench.io import atomic_write_bytes
+
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # (mean, std) the downstream repositories normalise with
 
 S = TypeVar("S")
 # Fault injection for the resume tests: "<task>:<epoch>" kills the process (SIGKILL) right

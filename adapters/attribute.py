@@ -31,15 +31,13 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (ImageList, build_backbone, extract, fit, num_workers, schedule_for,
-                              seed_everything)
+from adapters._engine import (IMAGENET, ImageList, build_backbone, extract, fit, num_workers,
+                              schedule_for, seed_everything)
 from bench.data import dataset_root, read_dataset
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.metrics.attributes import (AttributeMetrics, pedestrian_metrics, positive_ratio,
                                       weighted_bce)
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 SPEC = TaskSpec(
     name="attribute", version=1, title="Pedestrian attribute recognition",

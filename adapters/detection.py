@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (StepWarmup, autocast, build_backbone, fit, num_workers,
+from adapters._engine import (IMAGENET, StepWarmup, autocast, build_backbone, fit, num_workers,
                               schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.data.citypersons import CityPersonsImage, read_citypersons
@@ -87,7 +87,6 @@ from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.metrics.detection import GroundTruth, miss_rates, named
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 STRIDE = 4
 ASPECT = 0.41  # width / height of every decoded box
 REPORTED = ("Reasonable", "Reasonable_occ=heavy")

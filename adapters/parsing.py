@@ -83,14 +83,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (autocast, build_backbone, fit, num_workers, schedule_for,
-                              seed_everything)
+from adapters._engine import (IMAGENET, autocast, build_backbone, fit, num_workers,
+                              schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.errors import BenchError
 from bench.data.lip import FLIP_PAIRS, NUM_CLASSES, flip_labels, load_mask, read_lip
 from bench.metrics.segmentation import IGNORE_LABEL, ConfusionMatrix, SegmentationResult
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 SPEC = TaskSpec(
     name="parsing", version=1, title="Human parsing",

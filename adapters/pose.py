@@ -76,7 +76,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (StepWarmup, autocast, build_backbone, fit, num_workers,
+from adapters._engine import (IMAGENET, StepWarmup, autocast, build_backbone, fit, num_workers,
                               schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.data.coco import DETECTIONS_FILE, FLIP_PAIRS, NUM_KEYPOINTS, read_coco_keypoints
@@ -84,7 +84,6 @@ from bench.errors import BenchError
 from bench.io import atomic_write_text
 from bench.metrics.keypoints import KeypointMetrics, coco_keypoint_eval, topdown_postprocess
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 UPPER_BODY = tuple(range(11))  # nose, eyes, ears, shoulders, elbows, wrists
 METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 

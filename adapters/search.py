@@ -61,15 +61,13 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (autocast, build_backbone, fit, num_workers, schedule_for,
-                              seed_everything)
+from adapters._engine import (IMAGENET, autocast, build_backbone, fit, num_workers,
+                              schedule_for, seed_everything)
 from bench.data import dataset_root, read_dataset
 from bench.data.search import UNLABELED
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.metrics.search import SearchResult, evaluate_search, protocol_for
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 SPEC = TaskSpec(
     name="search", version=1, title="Person search",

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from backbones._cfg import IMAGENET_MEAN, IMAGENET_STD
 from bench.io import atomic_write_bytes, atomic_write_text
 
 PART_GROUPS = {
@@ -58,7 +59,7 @@ def samples(n_people: int = 12, per_person: int = 3, size=(128, 64), seed: int =
 
 @torch.no_grad()
 def part_features(backbone, images: np.ndarray, masks: np.ndarray, lam: float | None,
-                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> torch.Tensor:
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """(N, P, C) L2-normalised part-pooled last-stage features (NaN where a part is absent)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

@@ -17,10 +17,8 @@ from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from backbones._cfg import IMAGENET_MEAN, IMAGENET_STD
 from bench.data.base import read_image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _u(g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
