@@ -37,7 +37,17 @@ momentum 0.9, weight decay 5e-4, linear warm-up over the first epoch from 1e-3 x
 epoch 16; 20 epochs CUHK-SYSU, 18 PRW; batch 4/3/2 images for Swin-T/S/B; λ = 0.6.
 Evaluation: :mod:`bench.metrics.search` (``eval_search_cuhk`` with the TestG100 galleries,
 ``eval_search_prw``: all test frames but the query's), detection threshold 0.5; mAP and
-top-1 in percent.  CBGM (context bipartite graph matching) is not implemented.
+top-1 in percent.
+CBGM (context bipartite graph matching, SeqNet's ``EVAL_USE_CBGM``) is a test-time switch,
+``cbgm`` in the schedule, off in both schedules as in SOLIDER-PersonSearch (``defaults.py``
+sets ``EVAL_USE_CBGM = False`` and ``run.sh`` does not turn it on; SOLIDER's published
+numbers are without it).  On, each query image is also run as a gallery image
+(SeqNet's ``query_img_as_gallery``: the query box joins the detections at score 1 before
+NMS 0.5, no CWS); the other people found there, by decreasing score, are the query's
+context, and :func:`bench.metrics.search.cbgm_rescore` re-scores the gallery images of the
+``k1`` most similar detections by bipartite matching of the query and its ``k2 - 1`` best
+context people against each image's detections (k1, k2 = 10, 3 on CUHK-SYSU, 30, 4 on
+PRW, as ``eval_func.py``).
 
 The ``smoke`` schedule keeps the method and shrinks it (min side 240, few proposals, a
 couple of epochs, a larger learning rate, low score thresholds) to run on a CPU in minutes.
@@ -76,7 +86,7 @@ SPEC = TaskSpec(
     metrics=(Metric("mAP"), Metric("top-1")),
     semantic_weight=0.6,
     notes="metrics in percent; CUHK-SYSU gallery 100; PRW all test frames; det score >= 0.5; "
-          "no CBGM",
+          "CBGM off unless schedule cbgm = true",
 )
 
 
@@ -115,6 +125,12 @@ class Schedule:
     det_thresh: float = 0.5
     cws: bool = True
     ignore_cam_id: bool = True  # PRW: False = the cross-camera protocol
+    # CBGM (eval_func.py's cbgm=True): off in SOLIDER-PersonSearch (EVAL_USE_CBGM = False)
+    cbgm: bool = False
+    cbgm_k1: int = 10  # CUHK-SYSU: gallery images of the k1 most similar detections revisited
+    cbgm_k2: int = 3  # CUHK-SYSU: the query and its k2 - 1 most confident context people
+    prw_cbgm_k1: int = 30
+    prw_cbgm_k2: int = 4
     drop_path_rate: float = 0.0
 
 
@@ -332,7 +348,10 @@ class SeqRoIHeads(RoIHeads):
         f = self.reid_head(self.box_roi_pool(features, boxes, image_shapes))
         return self.embedding_head(f)[0]
 
-    def forward(self, features, proposals, image_shapes, targets=None):
+    def forward(self, features, proposals, image_shapes, targets=None, raw: bool = False):
+        """Training: the loss dict.  Test: per image {boxes, scores, embeddings}; ``raw``
+        stops before CWS and NMS (the candidates SeqNet's ``query_img_as_gallery`` merges
+        with the query box)."""
         if self.training:
             proposals, _, p_labels, p_targets = self.select_training_samples(proposals, targets)
         pf = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
@@ -365,12 +384,15 @@ class SeqRoIHeads(RoIHeads):
         decoded = self.box_coder.decode(b_regs, boxes)[:, 1]
         for b, s_, e, shape in zip(decoded.split(n), fcs, emb.split(n), image_shapes):
             b = box_ops.clip_boxes_to_image(b, shape)
-            if self.cws:
-                e = e * s_[:, None]
             keep = s_ > self.score_thresh
             b, s_, e = b[keep], s_[keep], e[keep]
             keep = box_ops.remove_small_boxes(b, 1e-2)
             b, s_, e = b[keep], s_[keep], e[keep]
+            if raw:
+                out.append(dict(boxes=b, scores=s_, embeddings=e))
+                continue
+            if self.cws:
+                e = e * s_[:, None]
             keep = box_ops.nms(b, s_, 0.5)[: self.detections_per_img]
             out.append(dict(boxes=b[keep], scores=s_[keep], embeddings=e[keep]))
         return out, {}
@@ -425,6 +447,31 @@ class SeqNet(nn.Module):
         features = self.body(images.tensors)
         return self.roi_heads.embed_boxes(features, [targets[0]["boxes"]], images.image_sizes)[0]
 
+    @torch.no_grad()
+    def detect_context(self, image: torch.Tensor, query_boxes: torch.Tensor, limit: int):
+        """The query image as a gallery image, for CBGM (SeqNet's ``query_img_as_gallery``).
+
+        ``query_boxes`` (Q, 4): the queries of this image.  Per query, as the reference: the
+        detections (score threshold, no CWS) and the query box at score 1 go through NMS 0.5
+        together, at most ``detections_per_img`` are kept; the query box (always kept) is
+        dropped here and the first ``limit`` others, by decreasing score, are returned as
+        (boxes (n, 4) in image pixels, scores (n,), embeddings (n, D))."""
+        size = image.shape[-2:]
+        images, targets = self.transform([image], [{"boxes": query_boxes.reshape(-1, 4)}])
+        features = self.body(images.tensors)
+        proposals, _ = self.rpn(images, features)
+        [d], _ = self.roi_heads(features, proposals, images.image_sizes, raw=True)
+        n, top = len(d["scores"]), self.roi_heads.detections_per_img
+        out = []
+        for g in targets[0]["boxes"]:
+            b = torch.cat([d["boxes"], g[None].to(d["boxes"].dtype)])
+            s_ = torch.cat([d["scores"], d["scores"].new_ones(1)])
+            keep = box_ops.nms(b.float(), s_.float(), 0.5)[:top]
+            keep = keep[keep < n][:max(limit, 0)]
+            [r] = self.transform.postprocess([{"boxes": b[keep]}], images.image_sizes, [size])
+            out.append((r["boxes"], s_[keep], d["embeddings"][keep]))
+        return out
+
 
 # --------------------------------------------------------------------------------------
 # Data
@@ -460,10 +507,18 @@ def _collate(batch):
 
 
 def evaluate(query_feats, gallery_boxes, gallery_scores, gallery_feats, protocol,
-             det_thresh: float = 0.5) -> SearchResult:
-    """mAP / top-k on plain arrays; see :mod:`bench.metrics.search`."""
+             det_thresh: float = 0.5, query_context=None, cbgm_k1: int = 10,
+             cbgm_k2: int = 3) -> SearchResult:
+    """mAP / top-k on plain arrays, with CBGM when ``query_context`` (per query, the other
+    people's embeddings in its image) is given; see :mod:`bench.metrics.search`."""
     return evaluate_search(query_feats, gallery_boxes, gallery_scores, gallery_feats, protocol,
-                           det_thresh=det_thresh)
+                           det_thresh=det_thresh, query_context=query_context,
+                           cbgm_k1=cbgm_k1, cbgm_k2=cbgm_k2)
+
+
+def cbgm_ks(s: Schedule, dataset: str) -> tuple[int, int]:
+    """SeqNet's CBGM (k1, k2) for a dataset: 30, 4 on PRW, 10, 3 otherwise (CUHK-SYSU)."""
+    return (s.prw_cbgm_k1, s.prw_cbgm_k2) if dataset == "prw" else (s.cbgm_k1, s.cbgm_k2)
 
 
 @register_task(SPEC)
@@ -480,7 +535,10 @@ class Search:
     @staticmethod
     def evaluate_file(path, data) -> dict[str, float]:
         """Re-evaluate saved predictions (``<dataset>_predictions.npz``: per gallery image its
-        detections, per query its embedding, each keyed by image name) on dataset records."""
+        detections, per query its embedding, each keyed by image name) on dataset records.
+        A file saved with CBGM on (``cbgm``) also holds each query's context (``context_*``)
+        and is re-evaluated with CBGM; files from before CBGM existed have no ``cbgm`` and
+        are evaluated without it."""
         pred = np.load(path, allow_pickle=False)
         det_thresh = float(pred["det_thresh"])
         ignore_cam = bool(pred["ignore_cam_id"]) if "ignore_cam_id" in pred else True
@@ -497,10 +555,22 @@ class Search:
             boxes.append(pred["boxes"][sl]); scores.append(pred["scores"][sl])
             feats.append(pred["feats"][sl].reshape(-1, dim))
         try:
-            qf = np.stack([pred["query_feats"][qpos[_query_key(q)]] for q in data.queries])
+            rows = [qpos[_query_key(q)] for q in data.queries]
         except KeyError as e:
             raise BenchError(f"{path}: query {e.args[0]} is not in the predictions") from None
-        r = evaluate(qf, boxes, scores, feats, protocol_for(data, ignore_cam), det_thresh)
+        qf = pred["query_feats"][rows] if rows else np.zeros((0, dim), np.float32)
+        context, k1, k2 = None, 0, 0
+        if "cbgm" in pred and bool(pred["cbgm"]):
+            missing = [k for k in ("context_offsets", "context_feats", "cbgm_k1", "cbgm_k2")
+                       if k not in pred]
+            if missing:
+                raise BenchError(f"{path}: saved with cbgm on but has no {', '.join(missing)}; "
+                                 "re-run the test")
+            co, cf = pred["context_offsets"], pred["context_feats"].reshape(-1, dim)
+            context = [cf[co[j]:co[j + 1]] for j in rows]
+            k1, k2 = int(pred["cbgm_k1"]), int(pred["cbgm_k2"])
+        r = evaluate(qf, boxes, scores, feats, protocol_for(data, ignore_cam), det_thresh,
+                     context, k1, k2)
         return {"mAP": 100.0 * r.mAP, "top-1": 100.0 * r.topk[1]}
 
     def train_and_test(self, ctx, s: Schedule, data, key: str) -> SearchResult:
@@ -570,11 +640,20 @@ class Search:
                     qf.append(model.embed_query(x.to(ctx.device),
                                                 torch.tensor(q.box, device=ctx.device)).float().cpu().numpy())
                 progress.advance(bar)
+            context = self.query_context(ctx, s, model, data, progress) if s.cbgm else None
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), np.float32))
         per = [dets.get(j, empty) for j in range(len(data.gallery))]
         qf = np.stack(qf) if qf else np.zeros((0, dim), np.float32)
+        k1, k2 = cbgm_ks(s, data.name)
+        extra = {}
+        if context is not None:
+            extra = dict(cbgm=True, cbgm_k1=k1, cbgm_k2=k2,
+                         context_offsets=np.cumsum([0] + [len(c[1]) for c in context]),
+                         context_boxes=np.concatenate([c[0] for c in context] or [empty[0]]),
+                         context_scores=np.concatenate([c[1] for c in context] or [empty[1]]),
+                         context_feats=np.concatenate([c[2] for c in context] or [empty[2]]))
         buf = io.BytesIO()  # saved for `bench eval search <file> <dataset>`
-        np.savez(buf, gallery_names=np.array([g.name for g in data.gallery]),
+        np.savez(buf, **extra, gallery_names=np.array([g.name for g in data.gallery]),
                  offsets=np.cumsum([0] + [len(p[1]) for p in per]),
                  boxes=np.concatenate([p[0] for p in per]).astype(np.float32),
                  scores=np.concatenate([p[1] for p in per]).astype(np.float32),
@@ -584,7 +663,31 @@ class Search:
                  ignore_cam_id=s.ignore_cam_id)
         atomic_write_bytes(Path(ctx.work_dir) / f"{data.name}_predictions.npz", buf.getvalue())
         return evaluate(qf, [p[0] for p in per], [p[1] for p in per], [p[2] for p in per],
-                        protocol_for(data, s.ignore_cam_id), s.det_thresh)
+                        protocol_for(data, s.ignore_cam_id), s.det_thresh,
+                        None if context is None else [c[2] for c in context], k1, k2)
+
+    @torch.no_grad()
+    def query_context(self, ctx, s: Schedule, model: SeqNet, data, progress):
+        """Per query, the other people detected in its image (boxes, scores, embeddings; at
+        most ``k2 - 1``, by decreasing score), for CBGM; each query image is run once."""
+        from bench.data.base import read_image
+
+        _, k2 = cbgm_ks(s, data.name)
+        by_image: dict[str, list[int]] = {}
+        for i, q in enumerate(data.queries):
+            by_image.setdefault(q.path, []).append(i)
+        out: list = [None] * len(data.queries)
+        bar = progress.add_task("search: query context (CBGM)", total=len(by_image))
+        for path, idx in by_image.items():
+            x = torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1).float() / 255
+            boxes = torch.tensor(np.stack([np.asarray(data.queries[i].box, np.float32) for i in idx]),
+                                 device=ctx.device)
+            with autocast(ctx.device, ctx.precision):
+                found = model.detect_context(x.to(ctx.device), boxes, k2 - 1)
+            for i, (b, sc, e) in zip(idx, found):
+                out[i] = (b.float().cpu().numpy(), sc.float().cpu().numpy(), e.float().cpu().numpy())
+            progress.advance(bar)
+        return out
 
 
 def _query_key(q) -> str:

@@ -1,9 +1,11 @@
 """The person search adapter: schedules, the SeqNet model on the Swin split, OIM, and a tiny
-end-to-end run on the synthetic CUHK-SYSU and PRW."""
+end-to-end run on the synthetic CUHK-SYSU (with CBGM) and PRW."""
+import numpy as np
 import pytest
 import torch
 
 from adapters import search
+from bench.errors import BenchError
 from conftest import tiny_run_config
 
 
@@ -80,6 +82,20 @@ def test_seqnet_trains_and_detects():
     assert out[0]["boxes"].shape[0] == out[0]["scores"].shape[0]
     q = m.embed_query(imgs[0], torch.tensor([10., 20, 60, 140]))
     assert q.shape == (256,) and q.norm().item() == pytest.approx(1.0, abs=1e-4)
+    # CBGM's query image as gallery: per query box, the other people, by score, no CWS
+    from torchvision.ops import box_iou
+
+    m.roi_heads.score_thresh = 0.0
+    qboxes = torch.tensor([[10., 20, 60, 140], [100, 30, 160, 150]])
+    found = m.detect_context(imgs[0], qboxes, limit=3)
+    assert len(found) == 2
+    for qb, (b, s, e) in zip(qboxes, found):
+        assert 0 < len(b) <= 3 and b.shape == (len(s), 4) and e.shape == (len(s), 256)
+        assert (s[:-1] >= s[1:]).all() and (s < 1).all()
+        assert torch.allclose(e.norm(dim=1), torch.ones(len(e)), atol=1e-4)  # not CWS-scaled
+        assert (box_iou(b, qb[None]) <= 0.5).all()  # suppressed by the query box at score 1
+        assert (b[:, 2] <= 200).all() and (b[:, 3] <= 160).all()  # in image pixels
+    assert m.detect_context(imgs[0], qboxes[:1], limit=0)[0][0].shape == (0, 4)
 
 
 def test_res5_head_uses_lambda():
@@ -93,7 +109,13 @@ def test_res5_head_uses_lambda():
     assert a.shape == (2, head.out_channels, 1, 1) and not torch.allclose(a, b)
 
 
-def _tiny_run(tmp_path, datasets):
+def test_paper_and_smoke_schedules_leave_cbgm_off_with_seqnet_ks():
+    for s in search.SCHEDULES.values():
+        assert s.cbgm is False  # SOLIDER-PersonSearch: EVAL_USE_CBGM = False
+        assert search.cbgm_ks(s, "cuhk_sysu") == (10, 3) and search.cbgm_ks(s, "prw") == (30, 4)
+
+
+def _tiny_run(tmp_path, datasets, cbgm=False):
     from bench import results, runner
     from bench.data import read_dataset
 
@@ -102,7 +124,8 @@ def _tiny_run(tmp_path, datasets):
                           f"[tasks.search]\ndatasets = [{names}]\n"
                           "[tasks.search.schedule.smoke]\nepochs = 1\nprw_epochs = 1\nmin_size = 96\n"
                           "max_size = 128\nbatch_size = 4\nroi_batch = 16\nrpn_post_nms_train = 64\n"
-                          "rpn_post_nms_test = 20\ndetections_per_img = 20\n")
+                          "rpn_post_nms_test = 20\ndetections_per_img = 20\n"
+                          f"cbgm = {str(cbgm).lower()}\n")
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == set(datasets)
@@ -119,10 +142,28 @@ def _tiny_run(tmp_path, datasets):
         stored = df[df["dataset"] == key].set_index("metric")["value"]
         for k, v in again.items():
             assert v == pytest.approx(stored[k])
+        pred = dict(np.load(run_dir / "search" / f"{key}_predictions.npz"))
+        assert ("cbgm" in pred) == cbgm
+        if cbgm:
+            n_q = len(read_dataset(key, base / folder).queries)
+            k2 = 4 if key == "prw" else 3  # SeqNet's eval_search_prw / eval_search_cuhk
+            assert len(pred["context_offsets"]) == n_q + 1 and int(pred["cbgm_k2"]) == k2
+            assert np.diff(pred["context_offsets"]).max() <= k2 - 1  # the context people
+            # a file saved before CBGM existed (no cbgm keys) still loads, without CBGM
+            old = tmp_path / f"{key}_old.npz"
+            np.savez(old, **{k: v for k, v in pred.items()
+                             if k != "cbgm" and not k.startswith(("context_", "cbgm_"))})
+            plain = search.Search.evaluate_file(old, read_dataset(key, base / folder))
+            assert set(plain) == {"mAP", "top-1"}
+            # cbgm on but the context lost: a clear error naming the file
+            np.savez(old, **{k: v for k, v in pred.items() if not k.startswith("context_")})
+            with pytest.raises(BenchError, match=r"_old\.npz: saved with cbgm on but has no "
+                                                 r"context_offsets, context_feats"):
+                search.Search.evaluate_file(old, read_dataset(key, base / folder))
 
 
-def test_end_to_end_tiny_run(tmp_path):
-    _tiny_run(tmp_path, ["cuhk_sysu"])
+def test_end_to_end_tiny_run_with_cbgm(tmp_path):
+    _tiny_run(tmp_path, ["cuhk_sysu"], cbgm=True)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bench.data.search import UNLABELED, SearchDataset, SearchImage, SearchQuery
-from bench.metrics.search import (SearchProtocol, average_precision, evaluate_search,
+from bench.metrics.search import (SearchProtocol, average_precision, cbgm_rescore, evaluate_search,
                                   iou_threshold, prw_protocol)
 
 NAN4 = [np.nan] * 4
@@ -121,3 +121,91 @@ def test_prw_excludes_the_query_frame_and_cross_camera():
     # b (pos, 1.0) ranked first; c (pos, 0) tied with d (neg, 0): AP = 1/2*1 + 1/2*2/3
     assert r.recall_rate[0] == 1.0
     assert r.mAP == pytest.approx(0.5 + 0.5 * 2 / 3)
+
+
+# --------------------------------------------------------------------------------------
+# CBGM (SeqNet's context bipartite graph matching)
+# --------------------------------------------------------------------------------------
+def _cbgm_case():
+    """Gallery image 0 holds the query person (tp) beside the query's companion (ctx);
+    image 1 a stranger (d) who looks more like the query than the tp does."""
+    q, c = np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0])
+    tp, ctx, d = np.array([.6, 0, .8, 0]), np.array([0, .9, 0, .1]), np.array([.8, 0, 0, .6])
+    box, other = [0, 0, 40, 80.], [100, 0, 140, 80.]
+    boxes = [np.array([box, other]), np.array([box])]
+    feats = [np.stack([tp, ctx]), d[None]]
+    gt = np.array([box, NAN4])
+    proto = SearchProtocol((np.arange(2),), (gt,))
+    return q, c, boxes, [np.ones(2), np.ones(1)], feats, proto
+
+
+def test_cbgm_lifts_the_person_seen_with_the_query_companion():
+    q, c, boxes, scores, feats, proto = _cbgm_case()
+    plain = evaluate_search(q[None], boxes, scores, feats, proto)
+    # ranking d (.8, neg), tp (.6, pos), ctx (0, neg): AP 1/2, top-1 miss
+    assert plain.mAP == pytest.approx(0.5) and plain.topk[1] == 0.0
+    r = evaluate_search(q[None], boxes, scores, feats, proto, query_context=[c[None]])
+    # image 0: q-tp (.6) + c-ctx (.9) is the best matching; tp's similarity becomes
+    # max(.6, .9) = .9 > .8 -> ranked first.  Image 1: one detection, matched to q (.8 > 0).
+    assert r.mAP == pytest.approx(1.0) and r.topk[1] == 1.0
+
+
+def test_cbgm_is_a_no_op_without_context():
+    q, c, boxes, scores, feats, proto = _cbgm_case()
+    plain = evaluate_search(q[None], boxes, scores, feats, proto)
+    for kw in (dict(query_context=[np.zeros((0, 4))]),  # no other person in the query image
+               dict(query_context=[c[None]], cbgm_k2=1),  # k2 = 1: the query alone
+               dict(query_context=[c[None]], cbgm_k1=0)):  # no gallery image revisited
+        r = evaluate_search(q[None], boxes, scores, feats, proto, **kw)
+        assert r.mAP == pytest.approx(plain.mAP) and r.topk == plain.topk
+        assert np.array_equal(r.hits, plain.hits)
+    # the rescoring itself leaves every similarity as it was
+    sim = np.array([.6, 0, .8])
+    out = cbgm_rescore(sim, np.array([0, 0, 1]), np.stack([*feats[0], feats[1][0]]), q[None], 10)
+    assert np.array_equal(out, sim)
+
+
+def test_cbgm_rescore_hand_computed():
+    q, c = np.array([1.0, 0]), np.array([0, 1.0])
+    # one image, two detections: q.d1 = .9, c.d1 = .95, q.d2 = .3, c.d2 = .1.
+    # matchings: q-d1 + c-d2 = 1.0; q-d2 + c-d1 = 1.25 (best): the query goes to d2, whose
+    # similarity becomes the largest matched weight, .95; d1 keeps .9 (SeqNet's behaviour).
+    g = np.array([[.9, .95], [.3, .1]])
+    out = cbgm_rescore(np.array([.9, .3]), np.zeros(2, int), g, np.stack([q, c]), 10)
+    assert out.tolist() == pytest.approx([.9, .95])
+    # more people in the query image than detections, the query unmatched: no change
+    out = cbgm_rescore(np.array([.9]), np.zeros(1, int), g[:1], np.stack([q, c]), 10)
+    assert out.tolist() == [.9]
+    # k1 = 1: only the image of the most similar detection is revisited
+    slot = np.array([0, 0, 1, 1])
+    gf = np.vstack([g, [[.5, .9], [.2, 0]]])  # image 1: q-e1 .5 + c-e2 0 vs q-e2 .2 + c-e1 .9
+    sim = gf @ q
+    assert cbgm_rescore(sim, slot, gf, np.stack([q, c]), 1).tolist() == pytest.approx([.9, .95, .5, .2])
+    assert cbgm_rescore(sim, slot, gf, np.stack([q, c]), 3).tolist() == pytest.approx([.9, .95, .5, .9])
+
+
+def test_cbgm_matches_brute_force_matching():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        k, n, d = int(rng.integers(1, 4)), int(rng.integers(1, 5)), 3
+        qf, gf = rng.normal(size=(k, d)), rng.normal(size=(n, d))
+        w = qf @ gf.T
+        best, pairs = -np.inf, None
+        if k <= n:
+            for perm in itertools.permutations(range(n), k):
+                v = sum(w[i, perm[i]] for i in range(k))
+                if v > best:
+                    best, pairs = v, [(i, perm[i]) for i in range(k)]
+        else:
+            for perm in itertools.permutations(range(k), n):
+                v = sum(w[perm[j], j] for j in range(n))
+                if v > best:
+                    best, pairs = v, [(perm[j], j) for j in range(n)]
+        expect = w[0].copy()
+        hit = [j for i, j in pairs if i == 0]
+        if hit:
+            expect[hit[0]] = max(w[i, j] for i, j in pairs)
+        out = cbgm_rescore(w[0], np.zeros(n, int), gf, qf, 10)
+        assert out == pytest.approx(expect)

@@ -187,13 +187,17 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global outside the allowed set (as opposed to a malformed pickle stream)."""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _AS_DICT:
             return _PlainDict
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        raise _Refused(f"refusing to load {module}.{name}")
 
 
 def safe_load_pickle(path: str | os.PathLike) -> Any:
@@ -208,7 +212,8 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
     try:
         with open(p, "rb") as f:
             return _plain(_SafeUnpickler(f, encoding="latin1").load())
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise DataError(f"{p}: refused: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError, KeyError, MemoryError, OverflowError) as e:
         raise DataError(f"{p}: malformed pickle ({type(e).__name__}: {e})") from None

@@ -132,9 +132,9 @@ def _load_coco(path: Path, probs: Problems):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
             return COCO(str(path))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise probs.fatal(path, f"unreadable json ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise probs.fatal(path, f"unreadable file ({e})") from None
     except AssertionError:
         raise probs.fatal(path, "expected a json object with images, annotations, "

@@ -274,6 +274,8 @@ def read_pa100k(root: str | Path, problems: Problems | None = None) -> AttrDatas
         labels.append(lab if lab is not None else np.zeros((len(part_names), len(attrs)), np.uint8))
         splits[s] = np.arange(start, start + len(part_names), dtype=np.int64)
         start += len(part_names)
+        if not part_names:
+            probs.add(ann, f"split {s!r} is empty ({s}_images_name names no image)")
     splits["trainval"] = np.concatenate([splits["train"], splits["val"]])
     img_dir = root / "data"
     require_dir(img_dir, probs, "data/ folder")
@@ -514,6 +516,10 @@ def _finish_splits(splits: dict[str, np.ndarray], path: Path, what: str,
         if need not in splits:
             probs.add(path, f"{what}: no usable {need!r} split")
             return None
+    empty = [name for name, idx in splits.items() if len(idx) == 0]
+    if empty:
+        probs.add(path, f"{what}: split {empty[0]!r} is empty")
+        return None
     shared = np.intersect1d(splits["trainval"], splits["test"])
     if len(shared):
         probs.add(path, f"{what}: {len(shared)} images are in both the test split and trainval")

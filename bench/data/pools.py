@@ -62,8 +62,12 @@ def read_luperson(root: str | Path, problems: Problems | None = None) -> ImagePo
     require_dir(root, probs, "dataset root")
     list_file = root / "list.txt"
     if list_file.is_file():
+        try:
+            lines = list_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise probs.fatal(list_file, f"unreadable list file ({e})") from None
         images = []
-        for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             rel = line.strip()
             if not rel:
                 continue

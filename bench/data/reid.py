@@ -122,8 +122,12 @@ def read_msmt17(root: str | Path, problems: Problems | None = None) -> ReIDDatas
                 parts[part] = []
                 continue
             raise probs.fatal(list_path, "missing list file")
+        try:
+            lines = list_path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise probs.fatal(list_path, f"unreadable list file ({e})") from None
         items = []
-        for n, line in enumerate(list_path.read_text().splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             fields = line.split()

@@ -376,6 +376,8 @@ def read_cuhk_sysu(root: str | Path, problems: Problems | None = None, *,
                 raw_queries.append((img, box, i + 1, names))
 
     _parse(test_path, probs, f"{key} struct", parse_test)
+    if not _records(test_var):
+        probs.add(test_path, f"{key} lists no queries")
 
     person_path = ann / "Person.mat"
     if person_path.is_file():  # not needed by SeqNet; checked when shipped

@@ -20,6 +20,9 @@ SOLIDER-PersonSearch keeps unchanged):
 * galleries: CUHK-SYSU uses the protocol's per-query gallery (``TestG{N}.mat``, the query
   image is not in it); PRW searches every test frame except the query's own, and its
   cross-camera variant also drops the query camera's frames (``ignore_cam_id=False``).
+* optionally, before the labelling above, SeqNet's *context bipartite graph matching*
+  (CBGM, ``cbgm=True`` in ``eval_func.py``) revises some similarities, see
+  :func:`cbgm_rescore`.
 
 Everything below works on plain arrays: per gallery image its detected boxes (x1, y1, x2,
 y2), scores and embeddings; per query its embedding, the indices of its gallery images and
@@ -95,14 +98,63 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def cbgm_rescore(sim: np.ndarray, slot: np.ndarray, gallery_feats: np.ndarray,
+                 query_image_feats: np.ndarray, k1: int) -> np.ndarray:
+    """Context bipartite graph matching (CBGM) of SeqNet (Li & Zhang, "Sequential
+    End-to-end Network for Efficient Person Search", AAAI 2021; ``eval_func.py`` of
+    serend1p1ty/SeqNet with ``cbgm=True``) for one query; returns the revised similarities.
+
+    ``sim`` (N,): the query's similarity to each candidate gallery detection, ``slot`` (N,)
+    the gallery image each belongs to, ``gallery_feats`` (N, D) their embeddings;
+    ``query_image_feats`` (K, D): the people of the *query image*, the query's own
+    embedding first, then its context (the other detections, by decreasing detection
+    score; the reference keeps the top ``k2`` rows in all, 3 on CUHK-SYSU, 4 on PRW).
+
+    As the reference: the gallery images of the ``k1`` most similar detections (10 on
+    CUHK-SYSU, 30 on PRW) are revisited; in each, the query image's people and the
+    image's detections form a complete bipartite graph weighted by the embeddings' dot
+    products, and a maximum-weight matching (Kuhn-Munkres, here
+    ``scipy.optimize.linear_sum_assignment``; every node of the smaller side is matched)
+    is found.  If the query itself is matched, the detection it is matched to gets as
+    similarity the *largest* weight among the matched pairs (SeqNet's
+    ``get_max_value_result``: a maximum, not a sum); other detections keep theirs, and
+    when the query is left unmatched (more people in the query image than detections)
+    nothing changes.  With no context (K = 1) the matching picks the most similar
+    detection and gives it its own similarity: CBGM is then a no-op.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    sim = np.array(sim, dtype=np.float64, copy=True)
+    qf = np.asarray(query_image_feats, dtype=np.float64)
+    if len(qf) <= 1 or len(sim) == 0 or k1 <= 0:
+        return sim
+    top = np.argsort(sim, kind="stable")[-k1:]
+    for s in np.unique(slot[top]):
+        rows = np.flatnonzero(slot == s)
+        w = qf @ np.asarray(gallery_feats, dtype=np.float64)[rows].T  # (K, n)
+        r, c = linear_sum_assignment(w, maximize=True)
+        mine = np.flatnonzero(r == 0)
+        if len(mine):
+            sim[rows[c[mine[0]]]] = w[r, c].max()
+    return sim
+
+
 def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray],
                     gallery_scores: Sequence[np.ndarray], gallery_feats: Sequence[np.ndarray],
                     protocol: SearchProtocol, det_thresh: float = 0.5,
-                    topk: Sequence[int] = (1, 5, 10)) -> SearchResult:
+                    topk: Sequence[int] = (1, 5, 10),
+                    query_context: Sequence[np.ndarray] | None = None,
+                    cbgm_k1: int = 10, cbgm_k2: int = 3) -> SearchResult:
     """mAP and top-k of ``eval_search_cuhk`` / ``eval_search_prw`` on plain arrays.
 
     ``gallery_boxes[j]`` (Nj, 4), ``gallery_scores[j]`` (Nj,), ``gallery_feats[j]`` (Nj, D):
     the detections of gallery image ``j``; ``query_feats`` (Q, D).
+
+    CBGM (:func:`cbgm_rescore`) is on when ``query_context`` is given: per query, the
+    embeddings (Ci, D) of the *other* people detected in the query image, by decreasing
+    score, the query's own box excluded (it is ``query_feats[i]``); the first
+    ``cbgm_k2 - 1`` of them are its context, the images of the ``cbgm_k1`` most similar
+    detections are re-scored (SeqNet: k1, k2 = 10, 3 on CUHK-SYSU and 30, 4 on PRW).
     """
     q = np.asarray(query_feats, dtype=np.float64)
     n_img = len(gallery_boxes)
@@ -110,6 +162,8 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
         raise ValueError("gallery boxes, scores and features must have one entry per image")
     if len(protocol.galleries) != len(q):
         raise ValueError(f"{len(q)} query features but {len(protocol.galleries)} galleries")
+    if query_context is not None and len(query_context) != len(q):
+        raise ValueError(f"{len(q)} query features but {len(query_context)} query contexts")
     dim = q.shape[1]
     boxes, feats, owner = [], [], []
     for j in range(n_img):
@@ -139,6 +193,10 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
         idx = np.repeat(starts[gal] - np.cumsum(np.r_[0, lens[:-1]]), lens) + np.arange(lens.sum())
         slot = np.repeat(np.arange(len(gal)), lens)  # position of the image in ``gal``
         sim = feats[idx] @ q[i]
+        if query_context is not None:
+            context = np.asarray(query_context[i], dtype=np.float64).reshape(-1, dim)
+            sim = cbgm_rescore(sim, slot, feats[idx],
+                               np.vstack([q[i][None], context[:max(cbgm_k2 - 1, 0)]]), cbgm_k1)
         label = np.zeros(len(idx), dtype=np.int64)
         cand = has_gt[slot]
         if cand.any():
@@ -209,4 +267,4 @@ def protocol_for(data, ignore_cam_id: bool = True) -> SearchProtocol:
 
 
 __all__ = ["SearchProtocol", "SearchResult", "average_precision", "box_iou_pairs",
-           "cuhk_protocol", "evaluate_search", "iou_threshold", "prw_protocol", "protocol_for"]
+           "cbgm_rescore", "cuhk_protocol", "evaluate_search", "iou_threshold", "prw_protocol", "protocol_for"]

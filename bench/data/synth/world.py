@@ -12,6 +12,7 @@ once: written under a temporary name and renamed when complete, with ``world.jso
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import shutil
@@ -128,9 +129,35 @@ def make(out: Path, size: str = "smoke", seed: int = 0, *, formats: Iterable[str
                              f"seed {manifest.get('seed')})")
         if all(f in manifest["formats"] for f in wanted):
             return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):  # two runs sharing a cache: one writes, the other waits and reuses
+        return _make_locked(out, size, seed, wanted, progress, force)
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock (``out/.lock``, POSIX flock) held while the world is written."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _make_locked(out: Path, size: str, seed: int, wanted: list[str],
+                 progress: Callable[[str], None] | None, force: bool) -> dict:
+    manifest_path = out / "world.json"
+    manifest = _read_manifest(manifest_path)  # again: another process may have written it
+    if manifest and not force and all(f in manifest["formats"] for f in wanted):
+        return manifest
     world = SynthWorld(seed=seed, size=size)
     formats_done = dict(manifest["formats"]) if manifest and not force else {}
-    out.mkdir(parents=True, exist_ok=True)
     for name, ref in WRITERS:
         if name not in wanted or name in formats_done:
             continue
