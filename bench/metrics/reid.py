@@ -1,4 +1,5 @@
-"""Re-identification metrics: single-query CMC and mAP, and k-reciprocal re-ranking.
+"""Re-identification metrics: single-query CMC and mAP, k-reciprocal re-ranking, and the
+k-reciprocal Jaccard distance that unsupervised reID clusters with.
 
 Protocol (Market-1501's, as torchreid's ``eval_market1501`` and TransReID's ``eval_func``
 implement it): for each query, the gallery images of the same identity taken by the same
@@ -154,12 +155,42 @@ def re_ranking(qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
     ``(1 - λ) * jaccard + λ * original``.  Memory is (Q+G)^2.
     """
     feat = torch.cat([qf, gf]).float()
-    nq, n = len(qf), len(qf) + len(gf)
-    sq = (feat * feat).sum(1)
-    original = (sq[:, None] + sq[None, :] - 2 * feat @ feat.T).clamp_(min=0)
+    nq = len(qf)
+    original = _squared_euclidean(feat)
     original = original / original.max(0, keepdim=True).values
     original = original.T.contiguous()  # the reference transposes after column scaling
-    rank = torch.argsort(original, dim=1, stable=True)[:, : k1 + 1]
+    jaccard = _k_reciprocal_jaccard(original, k1, k2, nq)
+    final = jaccard * (1 - lambda_value) + original[:nq] * lambda_value
+    return final[:, nq:]
+
+
+def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6) -> torch.Tensor:
+    """(N, N) k-reciprocal Jaccard distances among ``features``, in [0, 1], for clustering.
+
+    The Jaccard part of :func:`re_ranking` (same neighbour sets, expansion, weights and
+    query expansion) over one feature set, as unsupervised reID clusters with it
+    (Cluster Contrast's ``compute_jaccard_distance``, k1=30, k2=6): the weights use the
+    unscaled squared Euclidean distance (``2 - 2 cos`` for L2-normalised features), there
+    is no mix with the original distance, and negative rounding is clipped to 0.  The
+    neighbour windows are the re-ranking paper's (k1+1 and k1/2+1 including the sample
+    itself); Cluster Contrast's faiss search takes one fewer.  Memory is N^2.
+    """
+    original = _squared_euclidean(features.float())
+    return _k_reciprocal_jaccard(original, k1, k2, len(features)).clamp_(min=0)
+
+
+def _squared_euclidean(feat: torch.Tensor) -> torch.Tensor:
+    sq = (feat * feat).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * feat @ feat.T).clamp_(min=0)
+
+
+def _k_reciprocal_jaccard(original: torch.Tensor, k1: int, k2: int, nq: int,
+                          chunk: int = 1024) -> torch.Tensor:
+    """Jaccard distances of the first ``nq`` samples to all n, from an (n, n) distance
+    matrix whose row i ranks the neighbours of sample i (Zhong et al.'s encoding)."""
+    n = len(original)
+    rank = torch.cat([torch.argsort(original[s:s + chunk], dim=1, stable=True)[:, : k1 + 1]
+                      for s in range(0, n, chunk)])
     half = int(round(k1 / 2)) + 1
     V = torch.zeros(n, n, dtype=torch.float32)
     fwd = rank  # (n, k1+1)
@@ -177,9 +208,8 @@ def re_ranking(qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
         exp = torch.unique(exp)
         w = torch.exp(-original[i, exp])
         V[i, exp] = w / w.sum()
-    original = original[:nq]
-    if k2 != 1:
-        V = V[rank[:, :k2]].mean(1)
+    if k2 != 1:  # local query expansion, in row chunks ((chunk, k2, n) at a time)
+        V = torch.cat([V[rank[s:s + chunk, :k2]].mean(1) for s in range(0, n, chunk)])
     g_idx = [V[:, j].nonzero().flatten() for j in range(n)]
     jaccard = torch.zeros(nq, n, dtype=torch.float32)
     for i in range(nq):
@@ -188,5 +218,4 @@ def re_ranking(qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
         for j in nz.tolist():
             tmp[g_idx[j]] += torch.minimum(V[i, j], V[g_idx[j], j])
         jaccard[i] = 1 - tmp / (2 - tmp)
-    final = jaccard * (1 - lambda_value) + original * lambda_value
-    return final[:, nq:]
+    return jaccard
