@@ -125,8 +125,8 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
     assert _engine.pretrained_here(ctx) == str(ckpt) and len(calls) == 1
     ctx.backbone = "test_solider_swin"  # test models have no recipe: random init
     assert _engine.pretrained_here(ctx) is None
-    ctx.backbone = "clasp_swin_t"
-    with pytest.raises(NotImplementedYet, match="pretraining clasp backbones here"):
+    ctx.backbone = "valpat_swin_t"  # no VAL-PAT pretraining yet (issue 6)
+    with pytest.raises(NotImplementedYet, match="pretraining valpat backbones here"):
         _engine.pretrained_here(ctx)
 
 

@@ -1,9 +1,13 @@
-"""Pretraining the zoo's backbones: ``bench pretrain --method sup|dino|dinoclust|solider``.
+"""Pretraining the zoo's backbones: ``bench pretrain --method sup|dino|dinoclust|solider|clasp``
+(and ``clip``, CLASP's default CLIP teacher).
 
 One readable loop (:mod:`.loop`) and one small objective module per method, each with
 ``step(batch, step) -> dict of losses``: :mod:`.sup` (ImageNet-style classification),
 :mod:`.dino` (multi-crop self-distillation for people), :mod:`.solider` (DINO + semantic
-clustering + part classification, with the λ controller; ``dinoclust`` without it).  Runs
+clustering + part classification, with the λ controller; ``dinoclust`` without it),
+:mod:`.clip` (a small open_clip CLIP on LUPerson-TA's captions, written as
+``clip_<size>.safetensors`` for :mod:`backbones.clip_teacher`), :mod:`.clasp` (CLIP part and
+attribute pseudo-labels + self-distillation on the PC-MoE Swin, one prompt per task).  Runs
 write ``<cache_dir>/pretrain/<zoo name>/<profile>-<data>-<config hash>/<zoo name>.safetensors``
 (+ JSON sidecar) which ``create_backbone(<zoo name>, checkpoint=path)`` loads strictly.
 

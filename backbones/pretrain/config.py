@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-METHODS = ("sup", "dino", "dinoclust", "solider")
+METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp")
 ARCHS = ("swin_t", "swin_s", "swin_b", "test")
 PROFILES = ("smoke", "paper")
 
@@ -61,6 +61,13 @@ class PretrainConfig:
     # sup
     label_smoothing: float = 0.1
     sup_size: tuple[int, int] = (224, 224)
+    # clip (the small CLIP that is CLASP's default teacher; .clip)
+    clip_model: str = "small"  # small | test
+    # CLASP (.clasp): the CLIP teacher (None: the small CLIP of --method clip) and task weights
+    teacher: str | None = None  # a local open_clip checkpoint
+    teacher_model: str | None = None  # its open_clip model name or JSON config (else sidecar)
+    part_loss: float = 1.0
+    attr_loss: float = 1.0
     # run
     precision: str = "bf16"  # bf16 autocast on CUDA; on CPU only with cpu_autocast
     cpu_autocast: bool = False
@@ -89,6 +96,8 @@ class PretrainConfig:
         d = self.as_dict()
         for k in ("save_every", "stop_after", "num_workers", "profile"):
             d.pop(k)
+        if self.method == "clip":
+            d.pop("arch")  # CLIP is no Swin: clip_model is its architecture
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -97,6 +106,13 @@ _PAPER = {
     "dino": {},
     "dinoclust": {},
     "solider": {},
+    # CLASP publishes no recipe: SOLIDER's (the DINO schedule above) with CLASP's two heads
+    "clasp": {},
+    # our small CLIP (.clip): OpenCLIP's recipe shape (AdamW, wd 0.2, cosine, warm-up),
+    # sized for LUPerson-TA (our recipe: no paper trains this teacher)
+    "clip": dict(data="luperson_ta", epochs=30, batch_size=1024, base_lr=1.25e-4, min_lr=0.0,
+                 warmup_epochs=1, weight_decay=0.2, weight_decay_end=0.2, clip_grad=0.0,
+                 freeze_last_layer=0, drop_path=0.0, global_size=(128, 64)),
     # Swin's ImageNet-1k recipe (Liu et al.): 300 epochs, batch 1024, lr 1e-3 (= 2.5e-4 *
     # 1024/256), warm-up 20, min lr 5e-6, wd 0.05, clip 5, drop path 0.2, label smoothing 0.1.
     # Not here: RandAugment, Mixup/CutMix, random erasing, EMA (documented deviation).
@@ -113,6 +129,10 @@ _SMOKE = {
     "dino": {},
     "dinoclust": {},
     "solider": {},
+    "clasp": {},
+    "clip": dict(data="luperson_ta", epochs=30, batch_size=32, base_lr=8e-3, min_lr=1e-5,
+                 warmup_epochs=2, weight_decay=0.1, weight_decay_end=0.1, clip_grad=0.0,
+                 freeze_last_layer=0, drop_path=0.0),
     "sup": dict(epochs=3, batch_size=32, base_lr=2e-3, weight_decay=0.05, weight_decay_end=0.05,
                 freeze_last_layer=0, sup_size=(64, 64), data="imagenet", drop_path=0.0),
 }

@@ -57,6 +57,11 @@ def color_augment(img: Image.Image, g: torch.Generator) -> Image.Image:
     """Flip p=.5, ColorJitter(.4,.4,.2,.1) p=.8 (random order), grayscale p=.2."""
     if _u(g) < 0.5:
         img = TF.hflip(img)
+    return colour_jitter(img, g)
+
+
+def colour_jitter(img: Image.Image, g: torch.Generator) -> Image.Image:
+    """The photometric part of :func:`color_augment` (same draws, after its flip)."""
     if _u(g) < 0.8:
         ops = [lambda im: TF.adjust_brightness(im, _u(g, 0.6, 1.4)),
                lambda im: TF.adjust_contrast(im, _u(g, 0.6, 1.4)),
@@ -170,10 +175,10 @@ def pool_items(data: str, cfg, profile: str, method: str, limit: int | None = No
     configured root or the synthetic world's copy) or a folder (an ImageNet-style
     ``train/`` tree for ``sup``, any folder of images otherwise)."""
     from bench.data import dataset_root
-    from bench.data.pools import read_imagenet, read_luperson
+    from bench.data.pools import read_imagenet, read_luperson, read_luperson_ta
     from bench.errors import BenchError
 
-    if data in ("luperson", "imagenet"):
+    if data in ("luperson", "luperson_ta", "imagenet"):
         root, kind = dataset_root(cfg, data, profile=profile)
         desc = f"{data} ({kind}: {root})"
     else:
@@ -181,7 +186,10 @@ def pool_items(data: str, cfg, profile: str, method: str, limit: int | None = No
         if not root.is_dir():
             raise BenchError(f"--data: {data!r} is neither luperson, imagenet nor a folder")
         desc = str(root)
-    if method == "sup":
+    if method in TEXT_METHODS:
+        pool = read_luperson_ta(root)
+        items, n_classes = [(p, -1) for p in pool.images], 0
+    elif method == "sup":
         folders = read_imagenet(root)
         items, n_classes = list(folders.train), len(folders.classes)
     else:
@@ -189,3 +197,27 @@ def pool_items(data: str, cfg, profile: str, method: str, limit: int | None = No
     if limit:
         items = items[:limit]
     return items, n_classes, desc
+
+
+TEXT_METHODS = ("clip",)  # objectives that read LUPerson-TA's captions (and attributes)
+
+
+def text_pool(cfg, bench_cfg):
+    """The LUPerson-TA pool (captions, attributes) of a run, cut as :func:`pool_items` cuts
+    its images, so a batch's dataset indices index it."""
+    from dataclasses import replace
+
+    from bench import config as config_mod
+    from bench.data import dataset_root
+    from bench.data.pools import read_luperson_ta
+
+    bench_cfg = bench_cfg or config_mod.load(None)
+    if cfg.data in ("luperson_ta",):
+        root, _ = dataset_root(bench_cfg, "luperson_ta",
+                               profile="smoke" if cfg.profile == "smoke" else "paper")
+    else:
+        root = Path(cfg.data).expanduser()
+    pool = read_luperson_ta(root)
+    n = cfg.max_images or len(pool.images)
+    return replace(pool, images=pool.images[:n], captions=pool.captions[:n],
+                   attributes=pool.attributes[:n])

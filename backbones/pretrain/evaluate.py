@@ -47,19 +47,28 @@ def _normalise(images: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 def pool_crops(n: int, seed: int = 0, size: str = "smoke") -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` images of the synthetic LUPerson pool and their band labels (0-3),
     rendered with the pool writer's keys (``bench.data.pools.write_synthetic``)."""
+    images, bands, _ = pool_truth(n, seed, size)
+    return images, bands
+
+
+def pool_truth(n: int, seed: int = 0, size: str = "smoke", start: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool images ``start .. start+n-1`` with their band labels (0-3) and their true
+    PA100k-named attributes (N, 26) (the identity's, with the view the renderer drew)."""
     from bench.data.pools import POOL_PID_BASE
     from bench.data.synth.world import SynthWorld
 
     world = SynthWorld(seed=seed, size=size)
     h, w = world.pick((128, 64), (256, 128), (256, 128))
     lut = _lip_to_band()
-    images, bands = [], []
-    for i in range(n):
+    images, bands, attrs = [], [], []
+    for i in range(start, start + n):
         cam = int(world.rng("luperson", i).integers(12))
         crop = world.crop(POOL_PID_BASE + i // 2, cam, h, w, "lup", i)
         images.append(crop.image)
         bands.append(lut[crop.labels])
-    return np.stack(images), np.stack(bands)
+        attrs.append(world.identity(POOL_PID_BASE + i // 2).attribute_vector(crop.view))
+    return np.stack(images), np.stack(bands), np.stack(attrs)
 
 
 def token_truth(bands: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

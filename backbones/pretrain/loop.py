@@ -102,26 +102,49 @@ def all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
 # --------------------------------------------------------------------------------------
 def zoo_name(method: str, arch: str) -> str:
     """The zoo entry a checkpoint of (method, arch) loads into."""
+    if method == "clip":
+        raise BenchError("zoo_name: a CLIP run's name depends on its clip_model "
+                         "(use run_name(cfg))")
     if arch == "test":
-        return "test_solider_swin" if method == "solider" else "test_sup_swin"
+        return {"solider": "test_solider_swin", "clasp": "test_clasp_swin"}.get(method,
+                                                                               "test_sup_swin")
     return f"{method}_{arch}"  # arch is swin_t | swin_s | swin_b
 
 
-def build_objective(cfg: PretrainConfig, num_classes: int = 0) -> nn.Module:
+def run_name(cfg: PretrainConfig) -> str:
+    """The name of a run's output: the zoo entry, or ``clip_<clip_model>`` for CLIP."""
+    return f"clip_{cfg.clip_model}" if cfg.method == "clip" else zoo_name(cfg.method, cfg.arch)
+
+
+def build_objective(cfg: PretrainConfig, num_classes: int = 0, bench_cfg=None) -> nn.Module:
     from backbones import create_backbone
     from backbones.pretrain.dino import DINO
     from backbones.pretrain.solider import Solider
     from backbones.pretrain.sup import Supervised
 
+    if cfg.method == "clip":
+        from backbones.pretrain.clip import CLIPPretrain
+        from backbones.pretrain.data import text_pool
+
+        return CLIPPretrain(cfg, text_pool(cfg, bench_cfg).captions)
     name = zoo_name(cfg.method, cfg.arch)
 
     def make_backbone(drop_path: float) -> nn.Module:
+        if cfg.method == "clasp":  # the PC-MoE Swin, self-distillation prompt by default
+            from backbones.pretrain.clasp import PRETRAIN_PROMPT
+
+            return create_backbone(name, checkpoint=cfg.init, drop_path_rate=drop_path,
+                                   default_task=PRETRAIN_PROMPT["distill"])
         return create_backbone(name, checkpoint=cfg.init, drop_path_rate=drop_path)
 
     if cfg.method == "sup":
         return Supervised(cfg, make_backbone, num_classes)
     if cfg.method == "dino":
         return DINO(cfg, make_backbone)
+    if cfg.method == "clasp":
+        from backbones.pretrain.clasp import CLASP, resolve_teacher
+
+        return CLASP(cfg, make_backbone, resolve_teacher(cfg, bench_cfg))
     return Solider(cfg, make_backbone, controller=cfg.method == "solider")
 
 
@@ -134,8 +157,17 @@ def build_data(cfg: PretrainConfig, bench_cfg, world: int, rank: int):
     per_rank = cfg.batch_size // world
     if len(items) < cfg.batch_size:
         raise BenchError(f"{desc}: {len(items)} images cannot fill one batch of {cfg.batch_size}")
-    transform = (SupAugment(cfg.sup_size) if cfg.method == "sup"
-                 else MultiCrop(cfg.global_size, cfg.local_size, cfg.n_local))
+    if cfg.method == "clip":
+        from backbones.pretrain.clip import CLIP_MODELS, CaptionView
+
+        transform = CaptionView(CLIP_MODELS[cfg.clip_model]["vision_cfg"]["image_size"])
+    elif cfg.method == "clasp":
+        from backbones.pretrain.clasp import CLASPCrops
+
+        transform = CLASPCrops(cfg.global_size, cfg.local_size, cfg.n_local)
+    else:
+        transform = (SupAugment(cfg.sup_size) if cfg.method == "sup"
+                     else MultiCrop(cfg.global_size, cfg.local_size, cfg.n_local))
     dataset = PretrainDataset(items, transform, seed=cfg.seed)
     sampler = GlobalBatchSampler(len(items), per_rank, world, rank, seed=cfg.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -188,6 +220,8 @@ def save_state(path: Path, obj: nn.Module, optimizer, cfg: PretrainConfig, step:
         state["dino_loss"] = obj.dino_loss.state_dict()
     if hasattr(obj, "part_classifier"):
         state["part_classifier"] = obj.part_classifier.state_dict()
+    if hasattr(obj, "heads"):  # CLASP's part and attribute heads
+        state["heads"] = obj.heads.state_dict()
     buf = __import__("io").BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -207,6 +241,8 @@ def load_state(path: Path, obj: nn.Module, optimizer, cfg: PretrainConfig) -> in
         obj.dino_loss.load_state_dict(state["dino_loss"])
     if "part_classifier" in state:
         obj.part_classifier.load_state_dict(state["part_classifier"])
+    if "heads" in state:
+        obj.heads.load_state_dict(state["heads"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
 
@@ -240,7 +276,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
     torch.manual_seed(cfg.seed)  # model init is the same on every rank
 
     dataset, sampler, loader, n_classes, desc = build_data(cfg, bench_cfg, world, rank)
-    obj = build_objective(cfg, n_classes).to(dev)
+    obj = build_objective(cfg, n_classes, bench_cfg).to(dev)
     trainable = obj.trainable()
     optimizer = torch.optim.AdamW(param_groups(trainable))
     params = [p for grp in optimizer.param_groups for p in grp["params"]]
@@ -319,7 +355,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
     checkpoint = None
     if step >= total and rank == 0:
         checkpoint = export(obj, cfg, out_dir, desc, step)
-    return PretrainResult(checkpoint, out_dir, zoo_name(cfg.method, cfg.arch), step,
+    return PretrainResult(checkpoint, out_dir, run_name(cfg), step,
                           time.time() - t0, last, resumed or None)
 
 
@@ -327,7 +363,11 @@ def export(obj: nn.Module, cfg: PretrainConfig, out_dir: Path, desc: str, steps:
     """The exported backbone as ``<zoo name>.safetensors`` + sidecar."""
     from backbones.checkpoint import save_checkpoint
 
-    name = zoo_name(cfg.method, cfg.arch)
+    name = run_name(cfg)
+    if hasattr(obj, "export_checkpoint"):  # not a zoo backbone (CLIP)
+        return obj.export_checkpoint(out_dir / f"{name}.safetensors", pretrain_method=cfg.method,
+                                     pretrain_profile=cfg.profile, config_hash=cfg.hash(),
+                                     data=desc, steps=steps, epochs=cfg.epochs)
     backbone = obj.export()
     return save_checkpoint(
         backbone, out_dir / f"{name}.safetensors", pretrain_method=cfg.method,
@@ -339,5 +379,5 @@ def export(obj: nn.Module, cfg: PretrainConfig, out_dir: Path, desc: str, steps:
 
 def default_out_dir(bench_cfg, cfg: PretrainConfig) -> Path:
     data = Path(cfg.data).name if cfg.data not in ("luperson", "imagenet") else cfg.data
-    return (bench_cfg.cache_dir / "pretrain" / zoo_name(cfg.method, cfg.arch)
+    return (bench_cfg.cache_dir / "pretrain" / run_name(cfg)
             / f"{cfg.profile}-{data}-{cfg.hash()}")
