@@ -187,10 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", help="shell pattern on names, e.g. 'solider_*'")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("pretrain", parents=[common], help="train a zoo backbone (sup, DINO, SOLIDER)",
+    p = sub.add_parser("pretrain", parents=[common],
+                       help="train a zoo backbone (sup, DINO, SOLIDER) or CLASP's CLIP teacher",
                        description="Pretrain a zoo backbone and write a checkpoint its zoo entry "
                                    "loads (<method>_swin_<arch>). Resumes a run found in --out.")
-    p.add_argument("--method", required=True, choices=("sup", "dino", "dinoclust", "solider"))
+    p.add_argument("--method", required=True,
+                   choices=("sup", "dino", "dinoclust", "solider", "clip", "clasp"))
     p.add_argument("--arch", default="swin_s", choices=("swin_t", "swin_s", "swin_b", "test"))
     p.add_argument("--data", help="luperson, imagenet, or a folder (default: imagenet for sup, "
                                   "else luperson)")
@@ -200,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint (SOLIDER after DINO)")
     p.add_argument("--train-part-classifier", action="store_true", dest="train_part_classifier",
                    default=None, help="optimise SOLIDER's part classifier (the official never does)")
+    p.add_argument("--clip-model", dest="clip_model", choices=("small", "test"),
+                   help="--method clip: the size of the CLIP (default small; --arch is unused)")
+    p.add_argument("--teacher", metavar="CKPT",
+                   help="--method clasp: a local open_clip checkpoint as the CLIP teacher "
+                        "(default: the small CLIP of --method clip, trained if needed)")
+    p.add_argument("--teacher-model", dest="teacher_model", metavar="NAME|JSON",
+                   help="the teacher's open_clip model name or JSON config (default: its sidecar)")
+    p.add_argument("--probe-every", type=int, dest="probe_every", metavar="STEPS",
+                   help="measure the backbone (kNN re-ID, part agreement, collapse signals) "
+                        "before training and every STEPS steps: <out>/probe.csv and probe.png")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", metavar="DIR",
@@ -238,6 +250,9 @@ def cmd_pretrain(args: argparse.Namespace, out: Output) -> int:
                           epochs=args.epochs, batch_size=args.batch_size,
                           init=str(cfg.path(args.init)) if args.init else None,
                           train_part_classifier=args.train_part_classifier,
+                          clip_model=args.clip_model,
+                          teacher=str(cfg.path(args.teacher)) if args.teacher else None,
+                          teacher_model=args.teacher_model,
                           seed=cfg.run.seed if args.seed is None else args.seed)
     dest = cfg.path(args.out) if args.out else default_out_dir(cfg, pcfg)
     with out.progress() as progress:
@@ -247,16 +262,28 @@ def cmd_pretrain(args: argparse.Namespace, out: Output) -> int:
             progress.update(bar, completed=step, total=total,
                             description=f"pretrain {args.method}: loss {row['loss']:.3f}")
 
+        if args.probe_every:
+            from backbones.pretrain.probe import PROBE_NAME, probe_run
+
+            table = probe_run(pcfg, dest, args.probe_every, bench_cfg=cfg, device=args.device,
+                              progress=show)
         result = train(pcfg, dest, bench_cfg=cfg, device=args.device, progress=show)
     if result.checkpoint is None:
         raise BenchError(f"pretraining stopped at step {result.steps}; run again to resume")
+    if args.probe_every and not args.json:
+        out.table(f"probe of {result.zoo_name} over training", list(table.columns),
+                  [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r]
+                   for r in table.itertuples(index=False)], caption=str(dest / PROBE_NAME))
     line = f'[backbones.{result.zoo_name}]\nweights = "{result.checkpoint}"'
+    if args.method == "clip":
+        line = f"bench pretrain --method clasp --teacher {result.checkpoint}"
     if args.json:
         out.json({"checkpoint": str(result.checkpoint), "zoo_name": result.zoo_name,
                   "steps": result.steps, "seconds": round(result.seconds, 1), "last": result.last})
         return 0
     out.out.print(str(result.checkpoint), soft_wrap=True)
-    out.info(f"{result.steps} steps in {result.seconds:.0f} s; to use it, add to bench.toml:")
+    out.info(f"{result.steps} steps in {result.seconds:.0f} s; to use it, "
+             + ("as CLASP's teacher:" if args.method == "clip" else "add to bench.toml:"))
     out.out.print(line, soft_wrap=True, markup=False)
     return 0
 

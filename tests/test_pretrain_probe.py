@@ -1,0 +1,62 @@
+"""Probing a pretraining run (issue 5): rows before and during training, same weights as one run."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from backbones.pretrain import profile_config, train
+from backbones.pretrain.evaluate import knn_reid
+from backbones.pretrain.probe import PROBE_NAME, probe_run
+from bench import config as config_mod
+
+
+@pytest.fixture(scope="module")
+def bench_cfg(tmp_path_factory):
+    import os
+
+    cache = os.environ.get("HCBENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    return config_mod.load(None, [f'paths.cache_dir="{cache}"'])
+
+
+def tiny(**kw):
+    base = dict(arch="test", epochs=2, batch_size=4, max_images=8, global_size=(64, 32),
+                local_size=(32, 16), n_local=2, out_dim=64, head_hidden=32, head_bottleneck=16,
+                drop_path=0.0, save_every=100)
+    base.update(kw)
+    return profile_config("solider", "smoke", **base)
+
+
+def test_probe_rows_and_final_weights_match_one_run(tmp_path, bench_cfg):
+    cfg = tiny()  # 2 steps per epoch, 4 in all
+    table = probe_run(cfg, tmp_path / "probed", every=3, bench_cfg=bench_cfg, device="cpu")
+    assert table["step"].tolist() == [0, 3, 4]
+    for col in ("knn_mAP", "knn_rank1", "part_ari", "part_chance_ari", "part_row_prior_ari",
+                "teacher_entropy", "kl"):
+        assert col in table
+    assert table["teacher_entropy"].iloc[1:].notna().all()
+    assert (tmp_path / "probed" / "probe.png").stat().st_size > 1000
+    assert pd.read_csv(tmp_path / "probed" / PROBE_NAME)["step"].tolist() == [0, 3, 4]
+    # step 0 is the freshly initialised backbone the run starts from
+    from backbones.pretrain.probe import _backbone_at
+
+    b0 = _backbone_at(cfg, tmp_path / "empty", bench_cfg)
+    assert knn_reid(b0, bench_cfg, input_size=(64, 32))["mAP"] == pytest.approx(table["knn_mAP"][0])
+    # probing changes nothing: the final checkpoint is that of an uninterrupted run
+    plain = train(cfg, tmp_path / "plain", bench_cfg=bench_cfg, device="cpu")
+    from safetensors.torch import load_file
+
+    a = load_file(str(plain.checkpoint))
+    b = load_file(str(next((tmp_path / "probed").glob("*.safetensors"))))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # the last probe measured the exported weights
+    final = _backbone_at(cfg, tmp_path / "probed", bench_cfg)
+    assert knn_reid(final, bench_cfg, input_size=(64, 32))["mAP"] == pytest.approx(
+        table["knn_mAP"].iloc[-1])
+
+
+def test_probe_every_must_be_positive(tmp_path, bench_cfg):
+    with pytest.raises(ValueError):
+        probe_run(tiny(), tmp_path, every=0, bench_cfg=bench_cfg)
