@@ -13,8 +13,9 @@ the synthetic world knows:
   over the slice, the collapse check of DINO (entropy falling to 0 = one prototype wins;
   KL falling to 0 with high entropy = uniform outputs).
 
-Rows go to ``probe.csv`` in the run folder (atomically, one row per probe, a resumed probe
-run keeps the rows it has) and a PNG of the curves; ``bench pretrain --probe-every N``.
+Rows go to ``probe.csv`` in the run folder and the curves to ``probe.png``, both rewritten
+atomically after every probe (a stopped probe run keeps what it measured and resumes);
+``bench pretrain --probe-every N``.
 """
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ def probe_run(cfg: PretrainConfig, out_dir: str | Path, every: int, bench_cfg=No
     rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
     has_parts = cfg.method == "solider"
     size = tuple(cfg.global_size)
+    title = f"{cfg.method} {cfg.arch} ({cfg.profile}, {size[0]}x{size[1]})"
 
     def record(step: int, seconds: float) -> None:
         backbone = _backbone_at(cfg, out_dir, bench_cfg)
@@ -105,6 +107,7 @@ def probe_run(cfg: PretrainConfig, out_dir: str | Path, every: int, bench_cfg=No
         rows.append(row)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+        plot(pd.DataFrame(rows), out_dir / "probe.png", title)
 
     if not rows:
         record(0, 0.0)
@@ -118,9 +121,7 @@ def probe_run(cfg: PretrainConfig, out_dir: str | Path, every: int, bench_cfg=No
             record(result.steps, seconds)
         if result.checkpoint is not None or result.steps <= done:
             break
-    table = pd.DataFrame(rows)
-    plot(table, out_dir / "probe.png", f"{cfg.method} {cfg.arch} ({cfg.profile})")
-    return table
+    return pd.DataFrame(rows)
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
