@@ -27,14 +27,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from backbones._cfg import IMAGENET_MEAN, IMAGENET_STD
 from bench.errors import BenchError, NotImplementedYet
+from bench.faults import LEGACY_AFTER_EPOCH, maybe_kill
 from bench.io import atomic_write_bytes
 
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # (mean, std) the downstream repositories normalise with
 
 S = TypeVar("S")
-# Fault injection for the resume tests: "<task>:<epoch>" kills the process (SIGKILL) right
-# after that epoch's state is saved.
-KILL_AFTER_EPOCH = "HCBENCH_FAULT_KILL_AFTER_EPOCH"
+# Fault injection for the resume tests (bench/faults.py): "<task>:<epoch>" kills the
+# process (SIGKILL) right after that epoch's state is saved.
+KILL_AFTER_EPOCH = LEGACY_AFTER_EPOCH
 
 
 # --------------------------------------------------------------------------------------
@@ -260,6 +261,7 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
                 total += float(loss.detach())
                 n += 1
                 progress.advance(bar)
+                maybe_kill(f"{ctx.spec.name}:step:{epoch * len(loader) + n}")
             last = total / max(n, 1)
             ctx.log(f"epoch {epoch + 1}/{epochs} loss {last:.4f} "
                     f"lr {optimizer.param_groups[0]['lr']:.2e}")
@@ -272,8 +274,7 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
                         "np_rng": np.random.get_state(),
                         "extra": {k: v.state_dict() for k, v in stateful.items()}}, buf)
             atomic_write_bytes(state_path, buf.getvalue())
-            if os.environ.get(KILL_AFTER_EPOCH) == f"{ctx.spec.name}:{epoch + 1}":
-                os.kill(os.getpid(), 9)  # fault injection (tests): die right after saving
+            maybe_kill(f"{ctx.spec.name}:epoch:{epoch + 1}")  # tests: die right after saving
     return FitResult(epochs, last, time.time() - t0, resumed)
 
 

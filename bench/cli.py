@@ -157,8 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_selection(p)
     p.add_argument("--lambda", dest="lambdas", required=True, metavar="RANGE",
                    help="start:stop:step (stop included) or a comma list, e.g. 0:1:0.1")
-    p.add_argument("--launcher", choices=("local",), default="local",
-                   help="local: one λ after another (cluster launchers: not yet)")
+    p.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="local: one λ after another here; slurm: one Slurm job per λ through "
+                        "submitit; submitit-local: those jobs as local processes")
+    p.add_argument("--partition", help="slurm: partition")
+    p.add_argument("--account", help="slurm: account")
+    p.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per job (default 1)")
+    p.add_argument("--cpus", type=int, default=10, help="slurm: CPUs per job (default 10)")
+    p.add_argument("--mem-gb", type=int, default=64, dest="mem_gb",
+                   help="slurm: memory per job (default 64)")
+    p.add_argument("--timeout-min", type=int, default=24 * 60, dest="timeout_min",
+                   help="slurm/submitit-local: time limit per job in minutes (default 1440)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", parents=[common], help="a self-contained HTML page for one run",
@@ -474,7 +483,11 @@ def cmd_sweep(args: argparse.Namespace, out: Output) -> int:
     from bench import sweep
 
     cfg = _load_config(args)
-    folder = sweep.run_sweep(cfg, _request(args, cfg, None), sweep.parse_lambdas(args.lambdas), out)
+    cluster = sweep.Cluster(partition=args.partition, gpus_per_node=args.gpus,
+                            cpus_per_task=args.cpus, mem_gb=args.mem_gb,
+                            timeout_min=args.timeout_min, account=args.account)
+    folder = sweep.run_sweep(cfg, _request(args, cfg, None), sweep.parse_lambdas(args.lambdas),
+                             out, launcher=args.launcher, cluster=cluster)
     if args.json:
         out.json({"sweep": str(folder)})
     else:

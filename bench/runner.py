@@ -20,6 +20,7 @@ from bench import env as env_mod
 from bench.config import Config, TaskSection
 from bench.console import Output
 from bench.errors import BenchError, NotImplementedYet
+from bench.faults import maybe_kill
 from bench.results import MetricRow, RunWriter, new_run_id
 
 
@@ -200,6 +201,7 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
                 ctx = _context(cfg, req, spec, meta, lambdas[spec.name], device, out, writer)
                 t0 = time.time()
                 measurements = list(adapters.TASKS.get(spec.name).obj().run(ctx))
+                maybe_kill(f"{spec.name}:eval")  # fault injection (tests)
                 new = [_row(run_id, req, meta, spec, ctx, m) for m in measurements]
                 writer.add_rows(new)
                 rows.extend(new)

@@ -44,6 +44,7 @@ from backbones.pretrain.config import PretrainConfig
 from backbones.pretrain.data import (GlobalBatchSampler, MultiCrop, PretrainDataset,
                                      SupAugment, collate, pool_items)
 from bench.errors import BenchError
+from bench.faults import maybe_kill
 from bench.io import atomic_write_bytes, atomic_write_json
 
 STATE_NAME = "train_state.pth"
@@ -298,6 +299,10 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
                                                     "data_desc": desc, "world": world})
         if not resumed and log_path.exists():
             log_path.unlink()
+        elif resumed and log_path.exists():  # drop lines of steps after the state (a crash)
+            lines = [ln for ln in log_path.read_text().splitlines()
+                     if ln.strip() and json.loads(ln)["step"] <= resumed]
+            atomic_write_bytes(log_path, "".join(ln + "\n" for ln in lines).encode())
     stop = min(total, cfg.stop_after) if cfg.stop_after else total
     t0 = time.time()
     last: dict[str, float] = {}
@@ -348,6 +353,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
                     progress(step, total, last)
             if rank == 0 and (step % cfg.save_every == 0 or step == stop):
                 save_state(state_path, obj, optimizer, cfg, step, epoch)
+            maybe_kill(f"pretrain:step:{step}")  # fault injection (tests)
             if step >= stop:
                 break
     if world > 1:
