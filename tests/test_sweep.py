@@ -50,3 +50,27 @@ def test_sweep_end_to_end(tmp_path, registries, bench_cli, monkeypatch):
     code, _, err = bench_cli("sweep", "--backbone", "plain", "--tasks", "toy", "--lambda", "0,1",
                              "--set", "paths.results_dir=res")
     assert code == 2 and "has no semantic controller" in err
+
+
+def test_sweep_through_submitit_local_jobs(tmp_path, bench_cli, monkeypatch):
+    """--launcher submitit-local: each λ a submitit job (a separate process), all into one store;
+    the same code path as --launcher slurm but for the executor."""
+    pytest.importorskip("submitit")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench.toml").write_text(
+        '[tasks.reid]\ndatasets = ["market1501"]\n'
+        '[tasks.reid.schedule.smoke]\nepochs = 1\ninput_size = [64, 32]\nbatch_size = 16\n'
+        '[backbones.test_solider_swin]\nweights = "random"\n')
+    code, out, err = bench_cli(
+        "sweep", "--backbone", "test_solider_swin", "--tasks", "reid", "--lambda", "0,1",
+        "--launcher", "submitit-local", "--timeout-min", "10", "--device", "cpu",
+        "--set", "paths.results_dir=res", "--set", f'paths.cache_dir="{tmp_path / "cache"}"',
+        "--set", 'profiles.smoke.precision="fp32"')
+    assert code == 0, err
+    [folder] = list((tmp_path / "res" / "sweeps").iterdir())
+    table = pd.read_csv(folder / "sweep.csv")
+    assert sorted(table["lambda"].unique()) == [0.0, 1.0]
+    assert set(table["metric"]) >= {"mAP", "Rank-1"}
+    runs = [p for p in (tmp_path / "res" / "runs").iterdir()]
+    assert len(runs) == 2 and not any(p.name.endswith(".partial") for p in runs)
+    assert list((folder / "jobs").iterdir())  # submitit's job folders (logs, pickles)
