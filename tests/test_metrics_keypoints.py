@@ -87,6 +87,91 @@ def test_no_predictions_gives_zeros():
     assert m.AP == 0.0 and m.AR == 0.0
 
 
+def _hard_case(seed, n_images=12, cats=({"id": 1, "name": "person"},)):
+    """Ground truth and predictions built to reach COCOeval's corners: crowds (with
+    keypoints, so that only iscrowd makes them ignored), people without labelled keypoints,
+    integer coordinates, people outside every area range, duplicated people (equal OKS: the
+    last one wins), more than 20 predictions on an image (only the best 20 count), tied
+    scores, images with no people, a second category."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 100 + i, "width": 640, "height": 480} for i in range(n_images)]
+    anns, aid = [], 0
+    for i in range(n_images - 2):  # the last two images have no people
+        for _ in range(int(rng.integers(1, 6))):
+            h = float(rng.choice([rng.uniform(20, 60), rng.uniform(60, 200), rng.uniform(200, 460)]))
+            w = h * float(rng.uniform(0.3, 0.6))
+            x, y = float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h))
+            kp = np.zeros((17, 3))
+            kp[:, 0], kp[:, 1] = x + rng.uniform(0, w, 17), y + rng.uniform(0, h, 17)
+            kind = rng.choice(["normal", "none", "crowd", "int"], p=[0.6, 0.15, 0.1, 0.15])
+            kp[:, 2] = 0 if kind == "none" else rng.choice([0, 1, 2], 17, p=[.3, .2, .5])
+            if kind == "int":
+                kp = np.round(kp)
+            kp[kp[:, 2] == 0, :2] = 0
+            ann = {"image_id": 100 + i, "category_id": 1, "iscrowd": int(kind == "crowd"),
+                   "bbox": [x, y, w, h], "area": w * h * float(rng.uniform(0.4, 0.7)),
+                   "keypoints": (kp.astype(int) if kind == "int" else kp).reshape(-1).tolist(),
+                   "num_keypoints": int((kp[:, 2] > 0).sum())}
+            copies = 2 if rng.random() < 0.15 else 1
+            for _ in range(copies):
+                aid += 1
+                anns.append({**ann, "id": aid})
+    for c in cats[1:]:  # people of another category: in the ground truth, never predicted
+        for a in anns[:5]:
+            aid += 1
+            anns.append({**a, "id": aid, "category_id": c["id"]})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns, "categories": list(cats)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    people = [a for a in anns if a["category_id"] == 1]
+    ids, kps = [], []
+    for a in people:
+        for _ in range(int(rng.integers(0, 4))):
+            k = np.array(a["keypoints"], float).reshape(17, 3)
+            k[:, :2] += rng.normal(0, 1, (17, 2)) * np.sqrt(a["area"]) * rng.choice([0.01, 0.05, 0.2])
+            ids.append(a["image_id"])
+            kps.append(k)
+    for _ in range(30):  # stray poses, and a crowded image with more than 20
+        img = 100 + int(rng.integers(0, n_images))
+        ids.append(img if rng.random() < 0.5 else 100)
+        kps.append(np.stack([rng.uniform(0, 640, 17), rng.uniform(0, 480, 17), np.ones(17)], 1))
+    scores = np.round(rng.uniform(0, 1, len(ids)), 1)  # many ties
+    return coco, np.array(ids), np.stack(kps), scores
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_equals_cocoeval_to_the_last_bit_on_hard_cases(seed):
+    cats = ({"id": 1, "name": "person"},) + (({"id": 2, "name": "other"},) if seed % 4 == 3 else ())
+    coco, ids, kps, scores = _hard_case(seed, cats=cats)
+    kw = {}
+    if seed % 4 == 1:
+        kw["eval_image_ids"] = [100, 101, 102, 103, 999]
+    if seed % 4 == 2:
+        kw["sigmas"] = K.COCO_SIGMAS * 1.7
+    ours = K.coco_keypoint_eval(coco, ids, kps, scores, **kw)
+    ref = K.coco_keypoint_eval_pycocotools(coco, ids, kps, scores, **kw)
+    assert ours == ref
+    assert ours.AP > 0
+
+
+def test_predictions_on_unknown_images_are_an_error():
+    coco = _gt()
+    _, ids, kps = _gt_arrays(coco)
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        K.coco_keypoint_eval(coco, ids + 1000, kps, np.ones(len(ids)))
+
+
+@pytest.mark.parametrize("n_kpt", [5, 17, 40])
+def test_pairwise_sum_adds_as_numpy_does(n_kpt):
+    rng = np.random.default_rng(n_kpt)
+    a = np.exp(-rng.uniform(0, 30, (3000, n_kpt)))
+    n = rng.integers(1, n_kpt + 1, 3000)
+    got = K._pairwise_sum(a, n)
+    want = np.array([np.sum(a[i, :n[i]].copy()) for i in range(len(a))])
+    assert np.array_equal(got, want)
+
+
 def _oks_ref(g, d, a_g, a_d, sigmas):
     """mmpose 0.x ``oks_iou`` written out keypoint by keypoint."""
     var = (sigmas * 2) ** 2

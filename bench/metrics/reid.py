@@ -8,14 +8,23 @@ camera are removed, and so are junk images (identity -1, Market-1501 only); dist
 is the fraction of valid queries whose first true match is within the top k; AP is the
 mean over true matches of (matches so far / rank), mAP its mean over valid queries.
 
-Speed: no sort of whole gallery rows.  A query's AP needs only the rank of each of its true
-matches among the valid gallery entries, which is (negatives closer than it) + (matches
-closer than it).  The true matches are taken with ``topk``; every negative is placed among
-them with a batched ``searchsorted``; a histogram gives the counts.  This is O(G log k) per
-query rather than O(G log G).  Ties between a match and a negative, where the order is
-otherwise ambiguous, are resolved as a stable sort does (lower gallery index first) by
-falling back to a stable sort for those rows only.  Queries are processed in chunks so that
-MSMT17's 11,659 x 82,161 matrix fits in memory.
+Speed (``evaluate_rank`` on the CPU): no row is sorted.  A query's AP needs only the rank
+of each of its true matches among the valid gallery entries: (gallery entries before it) -
+(same-identity entries before it) + (true matches before it).  The same-identity entries, a
+few dozen per query, are sorted exactly.  The gallery entries before a match are counted
+with a histogram: each distance of a block of queries goes to one of G/8 bins of its row by
+a monotone map (``round((d - min) * scale)``, so a smaller distance never lands in a higher
+bin and equal distances share one), one ``bincount`` and a cumulative sum give the entries
+in lower bins, and the few entries that share a bin with a true match are compared with it
+exactly.  That is a handful of vectorised, single-threaded NumPy passes over each block of
+about half a million entries (small enough to stay in cache), against the O(G log G) sort
+of every row that torchreid's evaluators do.  Order is that of a stable sort (distance, then
+gallery index): where a true match and a negative are exactly tied the lower gallery index
+comes first; torchreid's argsort is not stable, so its order among ties is arbitrary (a tie
+has probability zero for continuous distances).  A block with a NaN or an infinite
+distance, or whose distances nearly all tie, and any matrix on a GPU go through a stable
+sort of each row instead (``torch.argsort(stable=True)``, NaN last as in NumPy), with the
+same numbers.
 """
 from __future__ import annotations
 
@@ -40,92 +49,185 @@ class RankResult:
         return out
 
 
-def _as_tensor(x, dtype=None) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    return t.to(dtype) if dtype is not None else t
-
-
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
-                  remove_junk: bool = True, chunk_elems: int = 1 << 24) -> RankResult:
+                  remove_junk: bool = True, chunk_elems: int = 1 << 19) -> RankResult:
     """CMC and mAP of a (num_query, num_gallery) distance matrix (smaller = more similar).
 
+    ``distmat``: a NumPy array or a torch tensor (a CUDA tensor is evaluated on its GPU).
     ``remove_junk`` drops gallery images of identity -1 from every ranking (Market-1501's
     junk); torchreid instead drops them while reading the dataset, so on a gallery without
-    -1 both give the same numbers.  Raises ValueError if no query has a true match.
+    -1 both give the same numbers.  ``chunk_elems``: the entries of one block of queries
+    (the memory used besides the matrix is about 9 bytes each on the CPU; ties are ordered
+    as a stable sort orders them, see the module docstring).  Raises ValueError if no query
+    has a true match.
     """
-    d = _as_tensor(distmat)
+    on_gpu = isinstance(distmat, torch.Tensor) and distmat.device.type != "cpu"
+    d = distmat.detach() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
     if d.ndim != 2:
         raise ValueError(f"distmat must be 2-D, got shape {tuple(d.shape)}")
-    if not d.is_floating_point():
-        d = d.double()
-    q_pids, g_pids = _as_tensor(q_pids, torch.int32), _as_tensor(g_pids, torch.int32)
-    q_cams, g_cams = _as_tensor(q_camids, torch.int32), _as_tensor(g_camids, torch.int32)
+    ids = [_ids(x) for x in (q_pids, g_pids, q_camids, g_camids)]
     nq, ng = d.shape
-    if (len(q_pids), len(q_cams), len(g_pids), len(g_cams)) != (nq, nq, ng, ng):
+    if tuple(map(len, ids)) != (nq, ng, nq, ng):
         raise ValueError("ids and camera ids must match the distance matrix's shape")
-    max_rank = min(max_rank, ng)
-    hits = torch.zeros(max_rank, dtype=torch.float64)
-    aps: list[torch.Tensor] = []
-    step = max(1, chunk_elems // max(ng, 1))
-    for s in range(0, nq, step):
-        ap, first = _chunk(d[s:s + step], q_pids[s:s + step], q_cams[s:s + step], g_pids,
-                           g_cams, remove_junk)
-        aps.append(ap)
-        first = first[first < max_rank]
-        hits += torch.bincount(first, minlength=max_rank)[:max_rank].double()
-    ap = torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
-    n_valid = len(ap)
+    qp, gp, qc, gc = ids
+    if nq == 0 or ng == 0:
+        raise ValueError(f"no query has a true match in an empty ranking ({nq} x {ng})")
+    junk = (gp == -1) if remove_junk else np.zeros(ng, bool)
+    ap, first = np.full(nq, np.nan), np.full(nq, -1, np.int64)
+    if on_gpu:  # sorting is cheap there; blocks of 32 x chunk_elems
+        step = max(1, 32 * chunk_elems // max(ng, 1))
+        t_ids = [torch.as_tensor(x, device=d.device) for x in (qp, gp, qc, gc, junk)]
+        for s in range(0, nq, step):
+            ap[s:s + step], first[s:s + step] = _sorted_block(d[s:s + step], *t_ids, s)
+    else:
+        _count_blocks(d, qp, gp, qc, gc, junk, max(1, chunk_elems // max(ng, 1)), ap, first)
+    valid = first >= 0
+    n_valid = int(valid.sum())
     if n_valid == 0:
         raise ValueError("no query has a true match in the gallery (from another camera)")
-    cmc = (hits.cumsum(0) / n_valid).numpy()
-    return RankResult(cmc=cmc, mAP=float(ap.mean()), num_valid_queries=n_valid, ap=ap.numpy())
+    max_rank = min(max_rank, ng)
+    f = first[valid]
+    hits = np.bincount(f[f < max_rank], minlength=max_rank)[:max_rank]
+    return RankResult(cmc=np.cumsum(hits) / n_valid, mAP=float(ap[valid].mean()),
+                      num_valid_queries=n_valid, ap=ap[valid])
 
 
-def _chunk(d, qp, qc, gp, gc, remove_junk):
-    """Per-query AP and 0-based rank of the first true match, for valid queries only."""
-    same = gp[None, :] == qp[:, None]
-    match = same & (gc[None, :] != qc[:, None])
-    if remove_junk:
-        junk = gp == -1
-        match &= ~junk[None, :]
-        neg = ~(same | junk[None, :])
-    else:
-        neg = ~same
-    k_row = match.sum(1)
-    keep = k_row > 0
-    d, match, neg, k_row = d[keep], match[keep], neg[keep], k_row[keep]
-    if len(d) == 0:
-        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
-    inf = torch.tensor(float("inf"), dtype=d.dtype)
-    K = int(k_row.max())
-    md = torch.topk(torch.where(match, d, inf), K, dim=1, largest=False, sorted=True).values
-    nd = torch.where(neg, d, inf)
-    right = torch.searchsorted(md, nd, right=True)  # matches at distance <= negative
-    # a negative at distance v precedes match j iff v < md[j]  <=>  j >= right(v)
-    counts = torch.zeros(len(d), K + 1, dtype=torch.int64)
-    counts.scatter_add_(1, right, neg.to(torch.int64))
-    before = counts.cumsum(1)[:, :K]  # negatives ranked before match j
-    j = torch.arange(K)
-    rank = before + j  # 0-based rank of match j among the valid gallery entries
-    valid_j = j[None, :] < k_row[:, None]
-    ap = torch.where(valid_j, (j + 1).double() / (rank + 1).double(), 0.0).sum(1) / k_row
-    first = rank[:, 0].clone()
-    # exact ties between a negative and a match: order them by gallery index, as a stable sort
-    # does (a negative ties a match iff the last match at or below it sits at its distance)
-    tied = ((md.gather(1, (right - 1).clamp_(min=0)) == nd) & (right > 0) & neg).any(1)
-    for r in tied.nonzero().flatten().tolist():
-        ap[r], first[r] = _stable_row(d[r], match[r], neg[r])
-    return ap, first
+def _ids(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
 
 
-def _stable_row(d, match, neg):
-    valid = match | neg
-    order = torch.argsort(torch.where(valid, d, torch.tensor(float("inf"), dtype=d.dtype)),
-                          stable=True)
-    m = match[order][: int(valid.sum())]
-    pos = m.nonzero().flatten()
-    hits = torch.arange(1, len(pos) + 1, dtype=torch.float64)
-    return (hits / (pos + 1).double()).mean(), pos[0]
+def _float_block(d, s: int, e: int) -> np.ndarray:
+    """Rows s:e as a C-contiguous float32/float64 array (a view when possible)."""
+    if isinstance(d, torch.Tensor):
+        blk = d[s:e]
+        if blk.dtype not in (torch.float32, torch.float64):
+            blk = blk.to(torch.float32 if blk.is_floating_point() else torch.float64)
+        return np.ascontiguousarray(blk.numpy())
+    blk = d[s:e]
+    if blk.dtype not in (np.float32, np.float64):
+        blk = blk.astype(np.float32 if np.issubdtype(blk.dtype, np.floating) else np.float64)
+    return np.ascontiguousarray(blk)
+
+
+def _count_blocks(d, qp, gp, qc, gc, junk, step, ap_out, first_out) -> None:
+    """The histogram evaluator (module docstring), writing AP and the 0-based rank of the
+    first true match of every query with one into ``ap_out``/``first_out``."""
+    nq, ng = d.shape
+    # every query's same-identity gallery entries, ascending gallery index: (nq, L)
+    order = np.argsort(gp, kind="stable")
+    start = np.searchsorted(gp[order], qp, "left")
+    n_same = np.searchsorted(gp[order], qp, "right") - start
+    L = max(int(n_same.max(initial=0)), 1)
+    cols = order[np.minimum(start[:, None] + np.arange(L), ng - 1)]
+    inside = (np.arange(L) < n_same[:, None]) & ~junk[cols]
+    pos = inside & (gc[cols] != qc[:, None])
+    n_pos = pos.sum(1)
+    junk_cols = np.flatnonzero(junk)
+    step = min(step, nq)
+    # reused by every block (a fresh large array costs a page fault per 4 KiB)
+    fbuf, sbuf = np.empty(step * ng, np.float64), np.empty(step * ng, bool)
+    for s in range(0, nq, step):
+        e = min(s + step, nq)
+        if not n_pos[s:e].any():
+            continue
+        blk = _float_block(d, s, e)
+        res = _count_block(blk, cols[s:e], inside[s:e], pos[s:e], n_pos[s:e], junk_cols,
+                           fbuf[:blk.size].reshape(blk.shape), sbuf[:blk.size])
+        if res is None:  # NaN/inf, or nearly every distance tied: sort this block
+            t = torch.from_numpy(blk if blk.flags.writeable else blk.copy())
+            res = _sorted_block(t, *(torch.from_numpy(x) for x in (qp, gp, qc, gc, junk)), s)
+        ap_out[s:e], first_out[s:e] = res
+
+
+BINS_PER_ENTRY = 1 / 8  # histogram bins per gallery entry: small tables stay in L1 cache
+_TWO52_BITS = int(np.array(2.0 ** 52).view(np.int64))
+
+
+def _count_block(blk, cols, inside, pos, n_pos, junk_cols, fbuf, sbuf):
+    """AP and first-match rank of the queries of one block of rows; None where the block
+    needs the sort (a non-finite distance, or too many ties to count cheaply).  ``fbuf``
+    (float64, the block's shape) and ``sbuf`` (bool, its size) are scratch space."""
+    R, G = blk.shape
+    lo, hi = float(blk.min()), float(blk.max())
+    B = max(int(G * BINS_PER_ENTRY), 1)  # bins per row; bin B collects the junk
+    if not (np.isfinite(hi - lo) and hi > lo and np.isfinite((B - 1) / (hi - lo))):
+        return None
+    scale = (B - 1) / (hi - lo)
+    rows = np.arange(R)[:, None]
+    # same-identity entries sorted by (distance, gallery index); the j-th true match sits at
+    # position p[:, j] of that list, so p[:, j] same-identity entries precede it
+    sd = blk[rows, cols]
+    o = np.argsort(np.where(inside, sd, np.inf), axis=1, kind="stable")
+    K = max(int(n_pos.max()), 1)
+    p = np.argsort(~np.take_along_axis(pos, o, 1), axis=1, kind="stable")[:, :K]
+    pk = np.take_along_axis(o, p, 1)
+    t = np.take_along_axis(sd, pk, 1)  # (R, K) distances of the true matches, ascending
+    tc = np.take_along_axis(cols, pk, 1)  # their gallery indices
+    jv = np.arange(K) < n_pos[:, None]
+    # a monotone map to bins 0..B-1 (d1 < d2 gives bin(d1) <= bin(d2); ties share a bin):
+    # x = (d - lo) * scale lies in [0, B - 1] up to rounding; adding 2^52 + the row's first
+    # bin rounds x to an integer held in the float64's low bits, read through an int64 view
+    np.subtract(blk, lo, out=fbuf)
+    np.multiply(fbuf, scale, out=fbuf)
+    np.add(fbuf, (2.0 ** 52 + np.arange(0, R * (B + 1), B + 1))[:, None], out=fbuf)
+    ibuf = fbuf.view(np.int64)
+    ibuf -= _TWO52_BITS
+    if len(junk_cols):  # row r owns bins r(B+1) .. r(B+1)+B, the last for its junk
+        ibuf[:, junk_cols] = np.arange(B, R * (B + 1), B + 1)[:, None]
+    flat = ibuf.reshape(-1)
+    hist = np.bincount(flat, minlength=R * (B + 1)).reshape(R, B + 1)
+    lower = (np.cumsum(hist, axis=1) - hist).reshape(-1)  # entries of its row in lower bins
+    tb = ibuf[rows, tc]  # (R, K) bin of each true match
+    before = lower[tb]
+    # the entries sharing a bin with a true match are compared with it exactly; slot[bin] is
+    # the first match j in that bin (matches are sorted, so a bin's matches are j, j+1, ...)
+    tbv, jj = tb[jv], np.nonzero(jv)[1]
+    new = np.r_[True, tbv[1:] != tbv[:-1]]
+    n_runs = int(np.diff(np.r_[np.flatnonzero(new), len(tbv)]).max(initial=1))
+    mark = np.zeros(R * (B + 1), bool)
+    mark[tbv] = True
+    np.take(mark, flat, out=sbuf, mode="wrap")
+    nz = np.flatnonzero(sbuf)
+    if len(nz) * n_runs > R * G:  # mostly ties: the sort is cheaper
+        return None
+    slot = np.zeros(R * (B + 1), np.int64)
+    slot[tbv[new]] = jj[new]
+    be = flat[nz]
+    rk = nz // G * K  # row * K
+    v, gg, j0 = blk.reshape(-1)[nz], nz % G, rk + slot[be]  # j0: flat index into (R, K)
+    t_, tb_, tc_ = t.reshape(-1), tb.reshape(-1), tc.reshape(-1)
+    for m in range(n_runs):
+        j = np.minimum(j0 + m, R * K - 1)
+        tj = t_[j]
+        hit = (j0 + m - rk < K) & (tb_[j] == be) & ((v < tj) | ((v == tj) & (gg < tc_[j])))
+        before += np.bincount(j[hit], minlength=R * K).reshape(R, K)
+    j = np.arange(K)
+    rank = before - p + j  # negatives before the j-th match, plus the matches before it
+    ap = np.where(jv, (j + 1) / (rank + 1.0), 0.0).sum(1) / np.maximum(n_pos, 1)
+    return np.where(n_pos > 0, ap, np.nan), np.where(n_pos > 0, rank[:, 0], -1)
+
+
+def _sorted_block(d: torch.Tensor, qp, gp, qc, gc, junk, s: int):
+    """AP and first-match rank of a block of rows (queries s, s+1, ...) by a stable sort of
+    each row (any device; NaN sorts last)."""
+    R = len(d)
+    if not d.is_floating_point():
+        d = d.double()
+    same = gp[None, :] == qp[s:s + R, None]
+    samecam = gc[None, :] == qc[s:s + R, None]
+    match = same & ~samecam & ~junk[None, :]
+    valid = ~(same & samecam) & ~junk[None, :]
+    order = torch.argsort(d, dim=1, stable=True)
+    m = match.gather(1, order)
+    rank = valid.gather(1, order).cumsum(1) - 1  # rank among the valid entries
+    k = m.sum(1)
+    ap = torch.where(m, m.cumsum(1).double() / (rank + 1).double(), 0.0).sum(1) / k.clamp(min=1)
+    first = rank.gather(1, m.to(torch.uint8).argmax(1, keepdim=True))[:, 0]
+    ap = torch.where(k > 0, ap, torch.nan)
+    first = torch.where(k > 0, first, -1)
+    return ap.cpu().numpy(), first.cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------
