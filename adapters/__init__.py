@@ -25,8 +25,9 @@ from bench.registry import Registry
 SOLIDER_TASKS = ("reid", "attribute", "search", "detection", "parsing", "pose")
 
 # Tasks beyond the SOLIDER tables, run only when named (``--tasks reid_unsup``): unsupervised
-# reID (adapters/reid_unsup.py), for VAL-PAT's unsupervised numbers.
-EXTRA_TASKS = ("reid_unsup",)
+# reID (adapters/reid_unsup.py), for VAL-PAT's unsupervised numbers, and text-based person
+# search (adapters/text_search.py), VAL-PAT's third downstream task.
+EXTRA_TASKS = ("reid_unsup", "text_search")
 
 # Tasks still to come, and the issue that delivers each, so that asking for one says so.
 PLANNED = {

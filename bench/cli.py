@@ -2,7 +2,7 @@
 
 ``main(argv) -> int`` so tests call it directly.  A :class:`~bench.errors.BenchError`
 becomes one line, ``error: <what and where>``, and exit code 2; features still to come
-(``bench perf e2e``, tasks not yet built) say "not implemented yet" and exit 2 too.
+(tasks not yet built) say "not implemented yet" and exit 2 too.
 """
 from __future__ import annotations
 
@@ -98,18 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("perf", parents=[common], help="speed benchmarks",
-                       description="Speed benchmarks. Only `data` exists so far; backbone, "
-                                   "eval and e2e arrive with the performance issue (14).")
+                       description="Speed benchmarks, each beside what it is compared to: "
+                                   "data (synthetic world, decoding), eval (reID and COCO "
+                                   "keypoint evaluators vs torchreid and pycocotools), "
+                                   "backbone (ours vs timm), e2e (a whole `bench run`, phase "
+                                   "by phase). Reports also go to <results_dir>/perf/.")
     p.add_argument("what", choices=("data", "backbone", "eval", "e2e"))
     p.add_argument("--size", choices=("smoke", "small", "large"), default="smoke")
     p.add_argument("--only", metavar="NAMES", help="data: comma-separated writers; "
-                                                   "eval: market1501 and/or msmt17")
+                                                   "eval: market1501, msmt17, coco_keypoints")
     p.add_argument("--ref-queries", type=int, default=300,
                    help="eval: queries the (slow) reference evaluator runs on")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="eval: timed runs of each, in turn; the best counts")
+    p.add_argument("--backbone", help="e2e: zoo name (default: [run] in bench.toml)")
+    p.add_argument("--tasks", help="e2e: comma-separated task names, or 'all'")
+    p.add_argument("--profile", help="e2e: profile name")
+    p.add_argument("--cache", choices=("fresh", "keep"), default="fresh",
+                   help="e2e: a fresh temporary cache (world and pretraining included), or "
+                        "the configured one (whatever it holds is reused)")
     p.add_argument("--arch", default="swin_s", help="backbone: comma-separated swin_t,swin_s,swin_b")
     p.add_argument("--input", default="256x128", help="backbone: HxW (default SOLIDER's 256x128)")
     p.add_argument("--batch", type=int, default=8, help="backbone: batch size")
-    p.add_argument("--device", default="cpu", help="backbone: cpu or cuda")
+    p.add_argument("--device", help="backbone: cpu (default) or cuda; e2e: as bench run")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compile", action="store_true", help="backbone: torch.compile both models")
     p.add_argument("--channels-last", action="store_true")
@@ -197,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("pretrain", parents=[common],
-                       help="train a zoo backbone (sup, DINO, SOLIDER) or CLASP's CLIP teacher",
+                       help="train a zoo backbone (sup, DINO, SOLIDER, CLASP, VAL-PAT) or "
+                            "CLASP's CLIP teacher",
                        description="Pretrain a zoo backbone and write a checkpoint its zoo entry "
                                    "loads (<method>_swin_<arch>). Resumes a run found in --out.")
     p.add_argument("--method", required=True,
-                   choices=("sup", "dino", "dinoclust", "solider", "clip", "clasp"))
+                   choices=("sup", "dino", "dinoclust", "solider", "clip", "clasp", "valpat"))
     p.add_argument("--arch", default="swin_s", choices=("swin_t", "swin_s", "swin_b", "test"))
     p.add_argument("--data", help="luperson, imagenet, or a folder (default: imagenet for sup, "
                                   "else luperson)")
@@ -213,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="optimise SOLIDER's part classifier (the official never does)")
     p.add_argument("--clip-model", dest="clip_model", choices=("small", "test"),
                    help="--method clip: the size of the CLIP (default small; --arch is unused)")
+    p.add_argument("--text-model", dest="text_model", choices=("base", "small", "test"),
+                   help="--method valpat: the size of the text tower trained with the backbone "
+                        "(default: the profile's, base for paper, small for smoke)")
     p.add_argument("--teacher", metavar="CKPT",
                    help="--method clasp: a local open_clip checkpoint as the CLIP teacher "
                         "(default: the small CLIP of --method clip, trained if needed)")
@@ -259,7 +274,7 @@ def cmd_pretrain(args: argparse.Namespace, out: Output) -> int:
                           epochs=args.epochs, batch_size=args.batch_size,
                           init=str(cfg.path(args.init)) if args.init else None,
                           train_part_classifier=args.train_part_classifier,
-                          clip_model=args.clip_model,
+                          clip_model=args.clip_model, text_model=args.text_model,
                           teacher=str(cfg.path(args.teacher)) if args.teacher else None,
                           teacher_model=args.teacher_model,
                           seed=cfg.run.seed if args.seed is None else args.seed)
@@ -375,30 +390,56 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
     from bench import perf
     from bench.data.synth.world import WRITERS
 
-    if args.what == "eval":
-        which = [w.strip() for w in args.only.split(",")] if args.only else list(perf.REID_SIZES)
-        rows = [perf.perf_eval_reid(w, args.ref_queries) for w in which]
+    cfg = _load_config(args)
+
+    def saved(report, device=None) -> str:
+        return str(perf.save_report(cfg.results_dir, args.what, report, device))
+
+    def rows_out(title: str, rows: list[dict], where: str) -> None:
         if args.json:
-            out.json({"rows": rows})
-        else:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            out.table("bench perf eval (CMC/mAP, per query; reference on a subset of queries)",
-                      cols, ([r.get(c, "") for c in cols] for r in rows))
+            out.json({"rows": rows, "saved": where})
+            return
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        out.table(title, cols, ([r.get(c, "") for c in cols] for r in rows), caption=where)
+
+    if args.what == "eval":
+        which = ([w.strip() for w in args.only.split(",")] if args.only
+                 else [*perf.REID_SIZES, "coco_keypoints"])
+        unknown = [w for w in which if w not in (*perf.REID_SIZES, "coco_keypoints")]
+        if unknown:
+            raise BenchError(f"--only: unknown evaluation benchmark(s) {unknown} "
+                             f"(known: {', '.join([*perf.REID_SIZES, 'coco_keypoints'])})")
+        rows = [r for w in which for r in (
+            perf.perf_eval_keypoints(repeats=args.repeats) if w == "coco_keypoints"
+            else perf.perf_eval_reid(w, args.ref_queries, repeats=args.repeats))]
+        rows_out("bench perf eval (best of each; reID per query, reference on a subset of "
+                 "queries)", rows, saved(rows))
         return 0
     if args.what == "backbone":
         h, _, w = args.input.partition("x")
+        device = args.device or "cpu"
         rows = perf.perf_backbone(tuple(a.strip() for a in args.arch.split(",")), int(h), int(w),
-                                  args.batch, args.device, args.precision, args.compile,
+                                  args.batch, device, args.precision, args.compile,
                                   args.steps, channels_last=args.channels_last)
-        if args.json:
-            out.json({"rows": rows})
-        else:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            out.table("bench perf backbone (ours vs timm, same size, input, batch, precision)",
-                      cols, ([r.get(c, "") for c in cols] for r in rows))
+        rows_out("bench perf backbone (ours vs timm, same size, input, batch, precision)",
+                 rows, saved(rows, device))
         return 0
-    if args.what != "data":
-        raise NotImplementedYet(f"`bench perf {args.what}`", issue=14)
+    if args.what == "e2e":
+        out.info(f"timing `bench run` in a child process ({args.cache} cache); this takes as "
+                 "long as the run")
+        report = perf.perf_e2e(config=args.config, overrides=args.overrides,
+                               backbone=args.backbone, tasks=args.tasks, profile=args.profile,
+                               device=args.device, cache=args.cache)
+        where = saved(report, args.device)
+        if args.json:
+            out.json({**report, "saved": where})
+            return 0
+        out.table(f"bench perf e2e: {report['backbone']}, tasks {','.join(report['tasks'] or [])}"
+                  f", profile {report['profile']}, {report['cache']} cache, "
+                  f"{report['cpu_count']} CPUs", ["phase", "seconds"],
+                  ([r["phase"], r["seconds"]] for r in report["rows"]),
+                  caption=f"peak memory (RSS) {report['peak_rss_mb']:.0f} MB; {where}")
+        return 0
     formats = [f.strip() for f in args.only.split(",")] if args.only else None
     with out.progress() as progress:
         names = formats or [n for n, _ in WRITERS]
@@ -406,12 +447,14 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
         report = perf.perf_data(args.size, formats=formats,
                                 progress=lambda name: progress.update(
                                     bar, description=f"generate {name}", advance=1))
+    where = saved(report)
     if args.json:
-        out.json(report)
+        out.json({**report, "saved": where})
         return 0
     out.table(f"bench perf data ({args.size} world, {report['cpu_count']} CPUs)",
               ["stage", "images", "seconds", "images/s"],
-              ([r["stage"], r["images"], r["seconds"], r["images_per_s"]] for r in report["rows"]))
+              ([r["stage"], r["images"], r["seconds"], r["images_per_s"]] for r in report["rows"]),
+              caption=where)
     return 0
 
 

@@ -9,7 +9,7 @@ import adapters
 from adapters import reid
 from adapters._engine import IdentitySampler, cosine_warmup, schedule_for
 from bench import config, results, runner
-from bench.errors import BenchError, NotImplementedYet
+from bench.errors import BenchError
 
 
 def test_batch_hard_triplet_hand_computed():
@@ -125,9 +125,10 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
     assert _engine.pretrained_here(ctx) == str(ckpt) and len(calls) == 1
     ctx.backbone = "test_solider_swin"  # test models have no recipe: random init
     assert _engine.pretrained_here(ctx) is None
-    ctx.backbone = "valpat_swin_t"  # no VAL-PAT pretraining yet (issue 6)
-    with pytest.raises(NotImplementedYet, match="pretraining valpat backbones here"):
+    ctx.backbone = "valpat_swin_t"  # VAL-PAT backbones are pretrained here too (issue 6)
+    with pytest.raises(BenchError, match="stop here"):
         _engine.pretrained_here(ctx)
+    assert calls[-1] == ("valpat", "swin_t", "smoke")
 
 
 def test_end_to_end_tiny_run(tmp_path):

@@ -85,13 +85,15 @@ def test_console_script_installed():
     assert {p["name"] for p in json.loads(out.stdout)["profiles"]} >= {"smoke", "paper"}
 
 
-def test_perf_data_and_planned_perf(bench_cli, workdir):
-    code, _, err = bench_cli("perf", "e2e")
-    assert code == 2 and "`bench perf e2e` is not implemented yet (tracked in issue 14)" in err
+def test_perf_data(bench_cli, workdir):  # eval, backbone and e2e: tests/test_perf.py
     report = bench_cli.json("perf", "data", "--only", "market1501")
     stages = {r["stage"]: r for r in report["rows"]}
     assert stages["generate market1501"]["images"] == 376  # smoke: 170 train, 48 query, 158 gallery
     assert stages["decode+flip+normalise"]["images_per_s"] > 0
+    saved = json.loads(open(report["saved"]).read())  # and in the results store
+    assert saved["what"] == "data" and saved["report"]["rows"] == report["rows"]
+    code, _, err = bench_cli("perf", "eval", "--only", "cuhk03")
+    assert code == 2 and "unknown evaluation benchmark" in err
 
 
 def test_analyze_semantics(bench_cli, tmp_path, monkeypatch):

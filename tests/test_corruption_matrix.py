@@ -709,6 +709,43 @@ def _(root):
         "expected an object with 'attribute_names' and 'items' lists",)
 
 
+# ---- CUHK-PEDES: reid_raw.json + imgs/ ------------------------------------------------------
+@case("cuhk_pedes", "missing_annotation", "reid_raw_json")
+def _(root):
+    (root / "reid_raw.json").unlink()
+    return root / "reid_raw.json", ("missing reid_raw.json",)
+
+
+@case("cuhk_pedes", "missing_image", "imgs")
+def _(root):
+    rel = load_json(root / "reid_raw.json")[0]["file_path"]
+    (root / "imgs" / rel).unlink()
+    return root / "imgs" / rel, ("missing image", "reid_raw.json [0]")
+
+
+truncated_image("cuhk_pedes", lambda r: first(r / "imgs", "*.jpg"))
+malformed_file("cuhk_pedes", "malformed_json", lambda r: r / "reid_raw.json", "malformed json")
+
+
+@case("cuhk_pedes", "empty_split", "no_test_items")
+def _(root):
+    edit_json(root / "reid_raw.json", lambda d: d.__setitem__(
+        slice(None), [x for x in d if x["split"] != "test"]))
+    return root / "reid_raw.json", ("no test items",)
+
+
+@case("cuhk_pedes", "ids_out_of_range", "id_negative")
+def _(root):
+    edit_json(root / "reid_raw.json", lambda d: d[2].__setitem__("id", -1))
+    return Path(f"{root / 'reid_raw.json'}: [2]"), ("id must be a non-negative integer",)
+
+
+@case("cuhk_pedes", "wrong_shape", "object_not_list")
+def _(root):
+    put_json(root / "reid_raw.json", {"annotations": load_json(root / "reid_raw.json")})
+    return root / "reid_raw.json", ("expected a list of objects",)
+
+
 # ---- ImageNet: class folders --------------------------------------------------------------
 @case("imagenet", "missing_annotation", "train_folder")
 def _(root):

@@ -1,4 +1,4 @@
-"""Pretraining the zoo's backbones: ``bench pretrain --method sup|dino|dinoclust|solider|clasp``
+"""Pretraining the zoo's backbones: ``bench pretrain --method sup|dino|dinoclust|solider|clasp|valpat``
 (and ``clip``, CLASP's default CLIP teacher).
 
 One readable loop (:mod:`.loop`) and one small objective module per method, each with
@@ -7,7 +7,9 @@ One readable loop (:mod:`.loop`) and one small objective module per method, each
 clustering + part classification, with the λ controller; ``dinoclust`` without it),
 :mod:`.clip` (a small open_clip CLIP on LUPerson-TA's captions, written as
 ``clip_<size>.safetensors`` for :mod:`backbones.clip_teacher`), :mod:`.clasp` (CLIP part and
-attribute pseudo-labels + self-distillation on the PC-MoE Swin, one prompt per task).  Runs
+attribute pseudo-labels + self-distillation on the PC-MoE Swin, one prompt per task),
+:mod:`.valpat` (MoCo v3 between views + image-caption contrastive with a text tower trained
+from scratch + attributes parsed from the captions, on LUPerson-TA).  Runs
 write ``<cache_dir>/pretrain/<zoo name>/<profile>-<data>-<config hash>/<zoo name>.safetensors``
 (+ JSON sidecar) which ``create_backbone(<zoo name>, checkpoint=path)`` loads strictly.
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from bench.errors import BenchError
 
-METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp")
+METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp", "valpat")
 ARCHS = ("swin_t", "swin_s", "swin_b", "test")
 PROFILES = ("smoke", "paper")
+VALPAT_ONLY = ("ssl_loss", "itc_loss", "ssl_temp", "text_model")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,13 @@ class PretrainConfig:
     teacher: str | None = None  # a local open_clip checkpoint
     teacher_model: str | None = None  # its open_clip model name or JSON config (else sidecar)
     part_loss: float = 1.0
-    attr_loss: float = 1.0
+    attr_loss: float = 1.0  # CLASP's attribute task; VAL-PAT's attribute classification
+    # VAL-PAT (.valpat): loss weights, MoCo v3 temperature, text tower (head_hidden /
+    # head_bottleneck size its MoCo projector and predictor)
+    ssl_loss: float = 1.0
+    itc_loss: float = 1.0
+    ssl_temp: float = 0.2
+    text_model: str = "small"  # base | small | test
     # run
     precision: str = "bf16"  # bf16 autocast on CUDA; on CPU only with cpu_autocast
     cpu_autocast: bool = False
@@ -98,6 +105,9 @@ class PretrainConfig:
             d.pop(k)
         if self.method == "clip":
             d.pop("arch")  # CLIP is no Swin: clip_model is its architecture
+        if self.method != "valpat":  # settings only VAL-PAT reads (older hashes unchanged)
+            for k in VALPAT_ONLY:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -119,6 +129,13 @@ _PAPER = {
     "sup": dict(epochs=300, batch_size=1024, base_lr=2.5e-4, min_lr=5e-6, warmup_epochs=20,
                 weight_decay=0.05, weight_decay_end=0.05, clip_grad=5.0, drop_path=0.2,
                 freeze_last_layer=0, data="imagenet"),
+    # VAL-PAT publishes no recipe: MoCo v3's for transformers (AdamW, lr 1.5e-4 x batch/256,
+    # wd 0.1, momentum 0.99 cosine to 1, no clipping, projector 4096 -> 256), 100 epochs on
+    # LUPerson-TA at SOLIDER's crop size, CLIP ViT-B's text tower from scratch
+    "valpat": dict(data="luperson_ta", epochs=100, batch_size=1024, base_lr=1.5e-4, min_lr=0.0,
+                   warmup_epochs=10, weight_decay=0.1, weight_decay_end=0.1, clip_grad=0.0,
+                   momentum_teacher=0.99, freeze_last_layer=0, head_hidden=4096,
+                   head_bottleneck=256, text_model="base"),
 }
 
 _SMOKE_COMMON = dict(
@@ -135,6 +152,11 @@ _SMOKE = {
                  freeze_last_layer=0, drop_path=0.0),
     "sup": dict(epochs=3, batch_size=32, base_lr=2e-3, weight_decay=0.05, weight_decay_end=0.05,
                 freeze_last_layer=0, sup_size=(64, 64), data="imagenet", drop_path=0.0),
+    # as CLIP's smoke (the same small text tower); 150 steps on the smoke pool's 160 pairs
+    "valpat": dict(data="luperson_ta", epochs=30, batch_size=32, base_lr=8e-3, min_lr=1e-5,
+                   warmup_epochs=2, weight_decay=0.1, weight_decay_end=0.1, clip_grad=0.0,
+                   momentum_teacher=0.99, freeze_last_layer=0, drop_path=0.0,
+                   text_model="small"),
 }
 
 

@@ -199,7 +199,7 @@ def pool_items(data: str, cfg, profile: str, method: str, limit: int | None = No
     return items, n_classes, desc
 
 
-TEXT_METHODS = ("clip",)  # objectives that read LUPerson-TA's captions (and attributes)
+TEXT_METHODS = ("clip", "valpat")  # objectives that read LUPerson-TA's captions
 
 
 def text_pool(cfg, bench_cfg):

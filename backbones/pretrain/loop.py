@@ -146,6 +146,11 @@ def build_objective(cfg: PretrainConfig, num_classes: int = 0, bench_cfg=None) -
         from backbones.pretrain.clasp import CLASP, resolve_teacher
 
         return CLASP(cfg, make_backbone, resolve_teacher(cfg, bench_cfg))
+    if cfg.method == "valpat":
+        from backbones.pretrain.data import text_pool
+        from backbones.pretrain.valpat import VALPAT
+
+        return VALPAT(cfg, make_backbone, text_pool(cfg, bench_cfg).captions)
     return Solider(cfg, make_backbone, controller=cfg.method == "solider")
 
 
@@ -166,6 +171,10 @@ def build_data(cfg: PretrainConfig, bench_cfg, world: int, rank: int):
         from backbones.pretrain.clasp import CLASPCrops
 
         transform = CLASPCrops(cfg.global_size, cfg.local_size, cfg.n_local)
+    elif cfg.method == "valpat":
+        from backbones.pretrain.valpat import ValpatViews
+
+        transform = ValpatViews(cfg.global_size)
     else:
         transform = (SupAugment(cfg.sup_size) if cfg.method == "sup"
                      else MultiCrop(cfg.global_size, cfg.local_size, cfg.n_local))
@@ -375,12 +384,15 @@ def export(obj: nn.Module, cfg: PretrainConfig, out_dir: Path, desc: str, steps:
                                      pretrain_profile=cfg.profile, config_hash=cfg.hash(),
                                      data=desc, steps=steps, epochs=cfg.epochs)
     backbone = obj.export()
-    return save_checkpoint(
+    path = save_checkpoint(
         backbone, out_dir / f"{name}.safetensors", pretrain_method=cfg.method,
         pretrain_profile=cfg.profile, config_hash=cfg.hash(), data=desc, steps=steps,
         epochs=cfg.epochs, exported_from=obj.export_from,
         lambda_seen=[0.0, 1.0] if cfg.method == "solider" else None,
         pretrain_input_size=list(cfg.sup_size if cfg.method == "sup" else cfg.global_size))
+    if hasattr(obj, "export_extras"):  # heads a downstream task starts from (VAL-PAT's text)
+        obj.export_extras(path, pretrain_method=cfg.method, config_hash=cfg.hash(), steps=steps)
+    return path
 
 
 def default_out_dir(bench_cfg, cfg: PretrainConfig) -> Path:

@@ -71,6 +71,8 @@ for _spec in (
                 "TrainVal_images/ TrainVal_parsing_annotations/ {train,val}_id.txt", "lip"),
     DatasetSpec("coco_keypoints", "COCO", "pose", "coco", "coco",
                 "annotations/person_keypoints_{train,val}2017.json {train,val}2017/", "coco"),
+    DatasetSpec("cuhk_pedes", "CUHK-PEDES", "text_search", "cuhk_pedes", "CUHK-PEDES",
+                "reid_raw.json (file_path, id, captions, split) + imgs/", "pedes"),
     DatasetSpec("luperson", "LUPerson", "pretrain", "image_pool", "LUPerson",
                 "unlabeled person crops in folders, or a list file", "pools"),
     DatasetSpec("luperson_ta", "LUPerson-TA", "pretrain", "image_text", "LUPerson-TA",

@@ -79,6 +79,12 @@ def _pool_text(ds, n):
     return [Tile(read_image(ds.images[i]), ds.captions[i][:40]) for i in idx]
 
 
+@tiler("PedesDataset")
+def _pedes(ds, n):
+    return [Tile(read_image(im.path), f"{im.pid}: {im.captions[0][:40]}")
+            for im in _spread(ds.test, n)]
+
+
 @tiler("ClassFolders")
 def _folders(ds, n):
     return [Tile(read_image(p), ds.classes[y]) for p, y in _spread(ds.train, n)]

@@ -43,6 +43,7 @@ WRITERS: tuple[tuple[str, str], ...] = (
     ("lip", "bench.data.lip:write_synthetic"),
     ("coco", "bench.data.coco:write_synthetic"),
     ("pools", "bench.data.pools:write_synthetic"),
+    ("pedes", "bench.data.pedes:write_synthetic"),
 )
 
 
