@@ -210,16 +210,8 @@ class ReID:
     def test(self, ctx, s: Schedule, model: nn.Module, data) -> RankResult:
         model.eval()
         tf = transforms(s, False)
-
-        def feats(images, label):
-            items = [(im.path, im.pid, im.camid) for im in images]
-            loader = DataLoader(ImageList(items, tf), batch_size=s.eval_batch_size,
-                                num_workers=num_workers())
-            f, (pids, cams) = extract(ctx, model, loader, label)
-            return F.normalize(f, dim=1), pids.numpy(), cams.numpy()
-
-        qf, qp, qc = feats(data.query, "query features")
-        gf, gp, gc = feats(data.gallery, "gallery features")
+        qf, qp, qc = features(ctx, model, data.query, tf, s.eval_batch_size, "query features")
+        gf, gp, gc = features(ctx, model, data.gallery, tf, s.eval_batch_size, "gallery features")
         buf = io.BytesIO()  # saved for `bench eval reid <file> <dataset>`
         np.savez(buf, qf=qf.numpy(), gf=gf.numpy(), metric=s.metric,
                  query_paths=[im.path for im in data.query],
@@ -228,6 +220,14 @@ class ReID:
         dist = (re_ranking(qf, gf, 20, 6, 0.3) if s.rerank
                 else pairwise_distance(qf, gf, s.metric))
         return evaluate(dist, qp, gp, qc, gc)
+
+
+def features(ctx, fn, images, tf, batch_size: int, label: str):
+    """L2-normalised features of ``fn`` over reID images, with their ids and cameras."""
+    items = [(im.path, im.pid, im.camid) for im in images]
+    loader = DataLoader(ImageList(items, tf), batch_size=batch_size, num_workers=num_workers())
+    f, (pids, cams) = extract(ctx, fn, loader, label)
+    return F.normalize(f, dim=1), pids.numpy(), cams.numpy()
 
 
 def _measure(dataset: str, metric: str, value: float):

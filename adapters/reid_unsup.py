@@ -74,7 +74,7 @@ from torchvision.transforms import v2 as T
 from adapters import Metric, TaskSpec, register_task
 from adapters._engine import (IMAGENET, ImageList, build_backbone, extract, fit, num_workers,
                               schedule_for, seed_everything)
-from adapters.reid import ReID, evaluate
+from adapters.reid import ReID, evaluate, features
 from bench.data import dataset_root, read_dataset
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
@@ -434,17 +434,10 @@ class ReIDUnsup:
         model.eval()
         fn = model.pooled if frozen else model
         tf = transforms(s, False)
-
-        def feats(images, label):
-            items = [(im.path, im.pid, im.camid) for im in images]
-            loader = DataLoader(ImageList(items, tf), batch_size=s.eval_batch_size,
-                                num_workers=num_workers())
-            f, (pids, cams) = extract(ctx, fn, loader, label)
-            return F.normalize(f, dim=1), pids.numpy(), cams.numpy()
-
         tag = "frozen " if frozen else ""
-        qf, qp, qc = feats(data.query, f"{tag}query features")
-        gf, gp, gc = feats(data.gallery, f"{tag}gallery features")
+        qf, qp, qc = features(ctx, fn, data.query, tf, s.eval_batch_size, f"{tag}query features")
+        gf, gp, gc = features(ctx, fn, data.gallery, tf, s.eval_batch_size,
+                              f"{tag}gallery features")
         buf = io.BytesIO()
         np.savez(buf, qf=qf.numpy(), gf=gf.numpy(), metric="euclidean",
                  query_paths=[im.path for im in data.query],

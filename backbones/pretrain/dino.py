@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones.pretrain.heads import DINOHead, MultiCropWrapper
+from backbones.pretrain.heads import DINOHead, MultiCropWrapper, ema_update
 
 Tensor = torch.Tensor
 
@@ -95,10 +95,8 @@ class DINO(nn.Module):
     def export(self) -> nn.Module:
         return self.teacher.backbone
 
-    @torch.no_grad()
     def update_teacher(self, m: float) -> None:
-        for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
-            pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+        ema_update(self.teacher, self.student, m)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -16,6 +16,14 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, m: float) -> None:
+    """teacher <- m * teacher + (1 - m) * student, parameter by parameter (DINO's momentum
+    teacher, MoCo's key encoder)."""
+    for ps, pt in zip(student.parameters(), teacher.parameters()):
+        pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+
+
 def _trunc_normal(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)

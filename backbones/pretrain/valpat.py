@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from backbones.pretrain.data import _u, blur, random_resized_crop, to_tensor
+from backbones.pretrain.heads import ema_update
 from bench.errors import BenchError
 
 Tensor = torch.Tensor
@@ -406,10 +407,8 @@ class VALPAT(nn.Module):
         return [save_itc_head(self.heads["itc"], itc_head_path(checkpoint),
                               text_model=self.cfg.text_model, **meta)]
 
-    @torch.no_grad()
     def update_teacher(self, m: float) -> None:
-        for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
-            pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+        ema_update(self.teacher, self.student, m)
 
     def train(self, mode: bool = True):
         super().train(mode)
