@@ -128,6 +128,23 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
+def crop_transforms(size: Sequence[int], mean: Sequence[float], std: Sequence[float], *,
+                    train: bool, pad: int = 10, erase_p: float = 0.5):
+    """Person-crop pipeline: bicubic resize, normalise; for training also flip, pad-and-crop
+    and torchvision's random erasing filled with the mean (the ReID-strong-baseline recipe
+    that Cluster Contrast and IRRA use)."""
+    from torchvision.transforms import v2 as T
+
+    size = list(size)
+    head = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)]
+    tail = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+    if not train:
+        return T.Compose(head + tail)
+    return T.Compose(head + [T.RandomHorizontalFlip(0.5), T.Pad(pad), T.RandomCrop(size)]
+                     + tail + [T.RandomErasing(erase_p, scale=(0.02, 0.4), ratio=(0.3, 3.3),
+                                               value=list(mean))])
+
+
 def num_workers() -> int:
     cpus = os.cpu_count() or 1
     return 0 if cpus <= 2 else min(8, cpus - 1)

@@ -41,9 +41,9 @@ named ``frozen mAP``, ``frozen Rank-k``; ``mode = "both"`` (the default) reports
 
 Evaluation: CMC/mAP under the Market-1501 protocol, as :mod:`adapters.reid` evaluates; the
 predictions (``<dataset>_predictions.npz`` fine-tuned, ``<dataset>_frozen_predictions.npz``)
-re-evaluate with ``bench eval reid_unsup``.  The log gives chance level (:func:`chance`:
-random distance matrices under the same protocol) and, per epoch, the number of clusters
-and outliers.
+re-evaluate with ``bench eval reid_unsup``.  The log gives chance level
+(:func:`adapters.reid.chance`: random distance matrices under the same protocol) and, per
+epoch, the number of clusters and outliers.
 
 Our choices beyond the reference: λ = 0.2 with the semantic controller frozen and drop path
 0.1, as supervised reID (SOLIDER-REID); the final model is tested, where the reference tests
@@ -69,12 +69,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
-from torchvision.transforms import v2 as T
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (IMAGENET, ImageList, build_backbone, extract, fit, num_workers,
-                              schedule_for, seed_everything)
-from adapters.reid import ReID, evaluate, features
+from adapters._engine import (IMAGENET, ImageList, build_backbone, crop_transforms, extract,
+                              fit, num_workers, schedule_for, seed_everything)
+from adapters.reid import ReID, _measure, chance, evaluate, features
 from bench.data import dataset_root, read_dataset
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
@@ -314,35 +313,7 @@ class UnsupReIDModel(nn.Module):
 
 
 def transforms(s: Schedule, train: bool):
-    size = list(s.input_size)
-    head = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)]
-    tail = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(s.mean, s.std)]
-    if not train:
-        return T.Compose(head + tail)
-    return T.Compose(head + [T.RandomHorizontalFlip(0.5), T.Pad(s.pad), T.RandomCrop(size)]
-                     + tail + [T.RandomErasing(s.erase_p, scale=(0.02, 0.4), ratio=(0.3, 3.3),
-                                               value=list(s.mean))])
-
-
-def chance(data, max_queries: int = 500) -> dict[str, float]:
-    """Chance level in percent: the mean over random distance matrices under the same
-    protocol, on at most ``max_queries`` random queries (so that MSMT17 stays cheap) and
-    with more draws for fewer queries (5,000 query rankings, 3 to 100 draws)."""
-    rng = np.random.default_rng(0)
-    q = [data.query[i] for i in np.sort(rng.permutation(len(data.query))[:max_queries])]
-    draws = min(100, max(3, 5000 // max(len(q), 1)))
-    args = ([i.pid for i in q], [g.pid for g in data.gallery], [i.camid for i in q],
-            [g.camid for g in data.gallery])
-    runs = [evaluate(rng.random((len(q), len(data.gallery)), dtype=np.float32), *args)
-            for _ in range(draws)]
-    return {k: 100.0 * float(np.mean([r.as_dict((1,))[k] for r in runs]))
-            for k in ("mAP", "Rank-1")}
-
-
-def _measure(dataset: str, metric: str, value: float):
-    from bench.runner import Measurement
-
-    return Measurement(dataset, "test", metric, value)
+    return crop_transforms(s.input_size, s.mean, s.std, train=train, pad=s.pad, erase_p=s.erase_p)
 
 
 @register_task(SPEC)

@@ -46,11 +46,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2 as T
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (IMAGENET, ImageList, autocast, build_backbone, extract, fit,
-                              num_workers, schedule_for, seed_everything)
+from adapters._engine import (IMAGENET, ImageList, autocast, build_backbone, crop_transforms,
+                              extract, fit, num_workers, schedule_for, seed_everything)
 from bench.data import dataset_root, read_dataset
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
@@ -110,14 +109,7 @@ def sdm_loss(image: torch.Tensor, text: torch.Tensor, pids: torch.Tensor,
 
 
 def transforms(s: Schedule, train: bool):
-    mean, std = IMAGENET
-    size = list(s.input_size)
-    head = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)]
-    tail = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
-    if not train:
-        return T.Compose(head + tail)
-    return T.Compose(head + [T.RandomHorizontalFlip(0.5), T.Pad(s.pad), T.RandomCrop(size)]
-                     + tail + [T.RandomErasing(s.erase_p, scale=(0.02, 0.4), value=list(mean))])
+    return crop_transforms(s.input_size, *IMAGENET, train=train, pad=s.pad, erase_p=s.erase_p)
 
 
 class TextSearchModel(nn.Module):
