@@ -19,7 +19,10 @@ the BNNeck, L2-normalised, is compared by Euclidean distance, and CMC/mAP follow
 Market-1501 protocol (:mod:`bench.metrics.reid`); k-reciprocal re-ranking is a switch.
 
 The ``smoke`` schedule keeps the method and shrinks the data (128x64 crops, 8x4 batches, a
-few epochs, a larger learning rate) to run on a 2-core CPU in minutes.
+few epochs, one warm-up epoch) to run on a 2-core CPU in minutes, at the official Swin-T base
+rate 8e-4.  (An earlier 1e-2 wiped out what pretraining had learnt: a VAL-PAT-pretrained test
+backbone whose frozen features reach 27.6 kNN mAP on the synthetic Market-1501 fell to 8.1
+after the smoke fine-tune at 1e-2, and stays at 27.8 at 8e-4; random init: 5.5 and 11.0.)
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ class Schedule:
 
 SCHEDULES = {
     "paper": Schedule(),
-    "smoke": Schedule(input_size=(128, 64), epochs=6, batch_size=32, base_lr=0.01,
+    "smoke": Schedule(input_size=(128, 64), epochs=6, batch_size=32, base_lr=8e-4,
                       warmup_epochs=1, erase_p=0.5, pad=4, drop_path_rate=0.0,
                       eval_batch_size=64),
 }

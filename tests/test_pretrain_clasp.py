@@ -101,7 +101,9 @@ def test_attribute_probability_is_the_positive_prompt_set_against_the_negative()
     p = attribute_prompts()
     texts = list(dict.fromkeys(t for a in ("Hat", "Female") for s in p[a] for t in s))
     D = len(texts) + 1
-    hat = F.one_hot(torch.tensor(texts.index(p["Hat"][0][0])), D).float()
+    # an image whose embedding is the positive "Hat" prompts' mean: cosine 1 with it, 0 with
+    # the negative prompts' mean
+    hat = sum(F.one_hot(torch.tensor(texts.index(t)), D).float() for t in p["Hat"][0])
     dense = hat.expand(1, 2, 2, D).clone()
     probs = PseudoLabeler(FakeTeacher(dense, texts), attribute_names=("Hat", "Female")).attributes(None)
     assert probs[0, 0].item() == pytest.approx(1 / (1 + math.exp(-10)), rel=1e-5)
@@ -116,6 +118,9 @@ def test_every_pa100k_attribute_has_prompts_on_both_sides():
     assert set(p) == set(PA100K_ATTRIBUTES)
     for pos, neg in p.values():
         assert pos and neg and not set(pos) & set(neg)
+    # ensembled over contexts: the "Hat" pair differs only by the hat, in each context
+    for with_hat, without in zip(*p["Hat"]):
+        assert with_hat.startswith(without[:-1]) and ", with a " in with_hat[len(without) - 1:]
 
 
 def test_clasp_crops_are_dinos_crops_plus_the_unjittered_global_views():
@@ -160,6 +165,19 @@ def test_clasp_trains_exports_picked_prompts_and_resumes_exactly(tmp_path, bench
     rep = gate_report(model)
     assert rep["blocks"] == 3 and 0 < rep["entropy/part"] <= rep["uniform_entropy"] + 1e-6
     assert 0 < rep["overlap/distill-part"] < 1
+    # the report beside the export: the teacher's label quality, the gates now and at init
+    import json
+
+    from backbones.pretrain.clasp import report_path
+
+    saved = json.loads(report_path(full.checkpoint).read_text())
+    assert saved["gates"] == pytest.approx(rep)
+    assert 0 <= saved["pseudo_labels"]["part_mIoU"] <= 1
+    from backbones.pretrain.probe import _backbone_at
+
+    fresh = _backbone_at(cfg, tmp_path / "not-trained", bench_cfg)  # the run's initial weights
+    assert saved["gates_at_init"] == pytest.approx(gate_report(fresh))
+    assert saved["gates_at_init"] != pytest.approx(rep)  # training moved the gates
 
     part = train(cfg.replace(stop_after=3), tmp_path / "resumed", bench_cfg=bench_cfg, device="cpu")
     assert part.checkpoint is None
@@ -170,6 +188,11 @@ def test_clasp_trains_exports_picked_prompts_and_resumes_exactly(tmp_path, bench
     for key in ("student", "teacher", "heads"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k], b[key][k], msg=f"{key}.{k}")
+    # the prompts and gate projections: their own group, 10x the rate, no weight decay
+    groups = a["optimizer"]["param_groups"]
+    assert len(groups) == 3 and len(groups[2]["params"]) == 1 + 3 * 4  # prompts; 3 MoE blocks
+    assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] > 0
+    assert groups[2]["weight_decay"] == 0 < groups[0]["weight_decay"]
 
 
 def test_pseudo_label_quality_reports_priors_in_range(teacher_file):

@@ -60,3 +60,35 @@ def test_probe_rows_and_final_weights_match_one_run(tmp_path, bench_cfg):
 def test_probe_every_must_be_positive(tmp_path, bench_cfg):
     with pytest.raises(ValueError):
         probe_run(tiny(), tmp_path, every=0, bench_cfg=bench_cfg)
+
+
+def test_part_probe_is_measured_on_a_grid_where_the_true_layout_exists(tmp_path, bench_cfg):
+    """At the smoke size (128x64) the last stage is 4x2 tokens, each wider than a synthetic
+    person: the true token layout would be all background and every agreement 0.  The probe
+    measures parts at 256x128 or larger, where the row-band prior agrees with the truth."""
+    from backbones import create_backbone
+    from backbones.pretrain.evaluate import part_agreement
+    from backbones.pretrain.probe import part_probe_size
+
+    assert part_probe_size((128, 64)) == (256, 128)
+    assert part_probe_size((384, 192)) == (384, 192)
+    torch.manual_seed(0)
+    b = create_backbone("test_solider_swin")
+    small = part_agreement(b, n=8, input_size=(128, 64))
+    assert small["row_prior_ari"] == 0.0  # the degenerate grid the probe avoids
+    probed = part_agreement(b, n=8, input_size=part_probe_size((128, 64)))
+    assert probed["grid"] == [8, 4] and probed["row_prior_ari"] > 0
+
+
+def test_clasp_probe_rows_report_the_gates_per_task_prompt(bench_cfg):
+    from backbones import create_backbone
+    from backbones.pretrain.clasp import gate_report
+    from backbones.pretrain.probe import probe
+
+    torch.manual_seed(0)
+    b = create_backbone("test_clasp_swin")
+    row = probe(b, bench_cfg, (64, 32), parts=False, gates=True)
+    rep = gate_report(b)
+    assert row["gate_entropy_part"] == pytest.approx(rep["entropy/part"])
+    assert row["gate_overlap_distill-part"] == pytest.approx(rep["overlap/distill-part"])
+    assert "part_ari" not in row and "knn_mAP" in row

@@ -21,6 +21,7 @@ METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp", "valpat")
 ARCHS = ("swin_t", "swin_s", "swin_b", "test")
 PROFILES = ("smoke", "paper")
 VALPAT_ONLY = ("ssl_loss", "itc_loss", "ssl_temp", "text_model")
+CLASP_ONLY = ("prompt_lr_scale",)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class PretrainConfig:
     teacher_model: str | None = None  # its open_clip model name or JSON config (else sidecar)
     part_loss: float = 1.0
     attr_loss: float = 1.0  # CLASP's attribute task; VAL-PAT's attribute classification
+    prompt_lr_scale: float = 10.0  # CLASP's task prompts and gate projections: x LR, no decay
     # VAL-PAT (.valpat): loss weights, MoCo v3 temperature, text tower (head_hidden /
     # head_bottleneck size its MoCo projector and predictor)
     ssl_loss: float = 1.0
@@ -107,6 +109,9 @@ class PretrainConfig:
             d.pop("arch")  # CLIP is no Swin: clip_model is its architecture
         if self.method != "valpat":  # settings only VAL-PAT reads (older hashes unchanged)
             for k in VALPAT_ONLY:
+                d.pop(k)
+        if self.method != "clasp":  # and only CLASP
+            for k in CLASP_ONLY:
                 d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -65,14 +65,27 @@ def cosine_schedule(base: float, final: float, epochs: int, niter_per_ep: int,
     return np.concatenate([warm, cos])
 
 
-def param_groups(model: nn.Module) -> list[dict]:
-    """No weight decay on biases and other 1-D parameters (norms, weight-norm gains)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """No weight decay on biases and other 1-D parameters (norms, weight-norm gains).
+    Parameters named in ``lr_scales`` (an objective's ``lr_scales()``: CLASP's task prompts
+    and gate projections) get no weight decay either, and their group's ``lr_scale`` times
+    the scheduled learning rate."""
+    lr_scales = lr_scales or {}
+    decay, no_decay, scaled = [], [], {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if name in lr_scales:
+            scaled.setdefault(lr_scales[name], []).append(p)
+            continue
         (no_decay if name.endswith(".bias") or p.ndim <= 1 else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}] + [
+        {"params": ps, "weight_decay": 0.0, "lr_scale": k} for k, ps in sorted(scaled.items())]
+
+
+def objective_param_groups(obj: nn.Module) -> list[dict]:
+    """The optimizer's groups for an objective (see :func:`param_groups`)."""
+    return param_groups(obj.trainable(), obj.lr_scales() if hasattr(obj, "lr_scales") else None)
 
 
 def clip_gradients(model: nn.Module, clip: float) -> None:
@@ -288,7 +301,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
     dataset, sampler, loader, n_classes, desc = build_data(cfg, bench_cfg, world, rank)
     obj = build_objective(cfg, n_classes, bench_cfg).to(dev)
     trainable = obj.trainable()
-    optimizer = torch.optim.AdamW(param_groups(trainable))
+    optimizer = torch.optim.AdamW(objective_param_groups(obj))
     params = [p for grp in optimizer.param_groups for p in grp["params"]]
 
     niter = len(sampler)
@@ -322,7 +335,7 @@ def train(cfg: PretrainConfig, out_dir: str | Path, bench_cfg=None, device: str 
         sampler.set_epoch(epoch, pos)
         for batch in loader:
             for i, grp in enumerate(optimizer.param_groups):
-                grp["lr"] = float(lr_s[step])
+                grp["lr"] = float(lr_s[step]) * grp.get("lr_scale", 1.0)
                 if i == 0:
                     grp["weight_decay"] = float(wd_s[step])
             # drop path etc.: a function of (seed, step, rank), so resuming mid-epoch (which

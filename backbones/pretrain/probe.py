@@ -8,7 +8,10 @@ the synthetic world knows:
 
 * ``knn_mAP`` / ``knn_rank1``: frozen-feature re-ID on the synthetic Market-1501;
 * ``part_ari`` / ``part_accuracy`` (controller backbones, SOLIDER's pseudo part labels at
-  λ = 1) next to the shuffled-label chance and the fixed row-band prior;
+  λ = 1, measured at 256x128 or larger: :func:`part_probe_size`) next to the
+  shuffled-label chance and the fixed row-band prior;
+* ``gate_entropy_<task>``, ``gate_overlap_<a>-<b>``, ``gate_channel_cos_<a>-<b>`` (CLASP:
+  the PC-MoE gates of each pre-training task's prompt, :func:`.clasp.gate_report`);
 * from the training log: the teacher-output entropy and the student–teacher KL averaged
   over the slice, the collapse check of DINO (entropy falling to 0 = one prototype wins;
   KL falling to 0 with high entropy = uniform outputs).
@@ -37,7 +40,7 @@ PROBE_NAME = "probe.csv"
 def _backbone_at(cfg: PretrainConfig, out_dir: Path, bench_cfg) -> torch.nn.Module:
     """The exported backbone of the state saved in ``out_dir`` (the initial weights if none)."""
     from backbones.pretrain.loop import (STATE_NAME, build_data, build_objective, load_state,
-                                         param_groups)
+                                         objective_param_groups)
 
     torch.manual_seed(cfg.seed)  # the same initial weights as train() builds
     n_classes = build_data(cfg, bench_cfg, 1, 0)[3] if cfg.method == "sup" else 0
@@ -45,23 +48,37 @@ def _backbone_at(cfg: PretrainConfig, out_dir: Path, bench_cfg) -> torch.nn.Modu
     state = Path(out_dir) / STATE_NAME
     if state.is_file():
         rng = torch.get_rng_state()
-        optimizer = torch.optim.AdamW(param_groups(obj.trainable()))  # as train() builds it
+        optimizer = torch.optim.AdamW(objective_param_groups(obj))  # as train() builds it
         load_state(state, obj, optimizer, cfg)
         torch.set_rng_state(rng)
     return obj.export().eval()
 
 
+def part_probe_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """The size the part agreement is measured at: the training size, but no smaller than
+    SOLIDER's 256x128, whose last stage is an 8x4 token grid.  At the smoke profile's
+    128x64 the grid is 4x2, each token 32x32 pixels, wider than the synthetic person is,
+    so no token is mostly person and the true layout is all background (every agreement,
+    chance and prior alike, is 0)."""
+    return (max(input_size[0], 256), max(input_size[1], 128))
+
+
 def probe(backbone: torch.nn.Module, bench_cfg, input_size: tuple[int, int],
-          parts: bool) -> dict[str, float]:
+          parts: bool, gates: bool = False) -> dict[str, float]:
     from backbones.pretrain.evaluate import knn_reid, part_agreement
 
     row: dict[str, float] = {}
     knn = knn_reid(backbone, bench_cfg, input_size=input_size)
     row.update(knn_mAP=knn["mAP"], knn_rank1=knn["rank1"])
     if parts:
-        pa = part_agreement(backbone, input_size=input_size)
+        pa = part_agreement(backbone, input_size=part_probe_size(input_size))
         row.update(part_ari=pa["ari"], part_accuracy=pa["accuracy"],
                    part_chance_ari=pa["chance_ari"], part_row_prior_ari=pa["row_prior_ari"])
+    if gates:
+        from backbones.pretrain.clasp import gate_report
+
+        row.update({f"gate_{k.replace('/', '_')}": v for k, v in gate_report(backbone).items()
+                    if "/" in k})
     return row
 
 
@@ -102,7 +119,7 @@ def probe_run(cfg: PretrainConfig, out_dir: str | Path, every: int, bench_cfg=No
     def record(step: int, seconds: float) -> None:
         backbone = _backbone_at(cfg, out_dir, bench_cfg)
         row = {"step": step, "train_seconds": round(seconds, 1),
-               **probe(backbone, bench_cfg, size, has_parts),
+               **probe(backbone, bench_cfg, size, has_parts, cfg.method == "clasp"),
                **_log_means(out_dir, rows[-1]["step"] if rows else 0, step)}
         rows.append(row)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +150,9 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     panels = [("knn_mAP", "kNN re-ID mAP (synthetic Market)")]
     if "part_ari" in table:
         panels.append(("part_ari", "part pseudo-labels ARI vs truth"))
+    overlaps = [c for c in table if c.startswith("gate_overlap_")]
+    if overlaps:
+        panels.append((overlaps[0], "PC-MoE global-gate overlap between task prompts"))
     if "teacher_entropy" in table:
         panels.append(("teacher_entropy", "teacher entropy / student-teacher KL"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
@@ -142,6 +162,9 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
         if key == "part_ari":
             ax.plot(table["step"], table["part_chance_ari"], ls="--", label="chance")
             ax.plot(table["step"], table["part_row_prior_ari"], ls=":", label="row-band prior")
+        if key.startswith("gate_overlap_"):
+            for other in overlaps[1:]:
+                ax.plot(table["step"], table[other], marker="o", label=other)
         if key == "teacher_entropy" and "kl" in table:
             ax.plot(table["step"], table["kl"], marker="s", label="kl")
         ax.set_xlabel("optimizer step")
