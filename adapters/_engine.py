@@ -81,6 +81,7 @@ def pretrained_here(ctx) -> str | None:
     ``None`` for test models, which have no pretraining recipe (random init)."""
     from backbones import BACKBONES
     from backbones.pretrain import METHODS, default_out_dir, profile_config, train, zoo_name
+    from bench import timing
 
     meta = BACKBONES.get(ctx.backbone).meta
     method, arch = meta.get("pretrain_method"), meta.get("arch")
@@ -107,7 +108,8 @@ def pretrained_here(ctx) -> str | None:
             progress.update(bar, completed=step, total=total,
                             description=f"pretrain {ctx.backbone}: loss {row['loss']:.3f}")
 
-        result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device, progress=show)
+        with timing.phase(timing.PRETRAIN):
+            result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device, progress=show)
     if result.checkpoint is None:
         raise BenchError(f"pretraining {ctx.backbone} stopped at step {result.steps}; "
                          "run again to resume it")

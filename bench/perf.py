@@ -10,7 +10,6 @@ saved in the results store, ``<results_dir>/perf/<time>-<what>.json`` (:func:`sa
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import os
@@ -336,8 +335,7 @@ def perf_backbone(archs=("swin_s",), height: int = 256, width: int = 128, batch:
 # --------------------------------------------------------------------------------------
 # bench perf e2e
 # --------------------------------------------------------------------------------------
-_E2E_CHILD = ("import sys; from bench.perf import _e2e_child; "
-              "sys.exit(_e2e_child(sys.argv[1], sys.argv[2:]))")
+_E2E_CHILD = "import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def perf_e2e(*, config: str | None = None, overrides: Sequence[str] = (),
@@ -349,10 +347,10 @@ def perf_e2e(*, config: str | None = None, overrides: Sequence[str] = (),
     backbone pretrained as on a new machine (``"keep"``: the configured cache, whatever it
     already holds is reused).
 
-    The child records when the synthetic world is written (``world.make``), pretraining
-    runs (``backbones.pretrain.train``) and each task starts; a task's time excludes the
-    data and pretraining done during it.  Returns the wall time, the phases, and the peak
-    resident memory of the child (``wait4``'s ``ru_maxrss``).
+    The phases are the run's own (``run.json``'s ``phases``, :mod:`bench.timing`): data
+    generation, pretraining, and each task less the data and pretraining done during it.
+    Returns the wall time, the phases, and the peak resident memory of the child
+    (``wait4``'s ``ru_maxrss``).
     """
     if cache not in ("fresh", "keep"):
         raise ValueError(f"cache must be 'fresh' or 'keep', got {cache!r}")
@@ -368,22 +366,23 @@ def perf_e2e(*, config: str | None = None, overrides: Sequence[str] = (),
                             ("--profile", profile), ("--device", device)):
             if value:
                 argv += [flag, value]
-        events_path, log_path = tmp / "events.json", tmp / "output.txt"
+        log_path = tmp / "output.txt"
         t0 = time.perf_counter()
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", _E2E_CHILD, str(events_path), *argv],
+            proc = subprocess.Popen([sys.executable, "-c", _E2E_CHILD, *argv],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0 or not events_path.is_file():
+        runs = sorted((tmp / "results" / "runs").glob("*/run.json"))
+        if code != 0 or len(runs) != 1:
             tail = log_path.read_text(errors="replace")[-2000:]
             from bench.errors import BenchError
 
             raise BenchError(f"bench perf e2e: `bench {' '.join(argv)}` exited with {code}:"
                              f"\n{tail}")
-        recorded = json.loads(events_path.read_text())
-    phases = _e2e_phases(recorded["events"])
+        recorded = json.loads(runs[0].read_text())
+    phases = recorded["phases"]
     other = wall - sum(ph["seconds"] for ph in phases)
     rows = phases + [{"phase": "start-up and the rest", "seconds": round(other, 2)},
                      {"phase": "total (wall)", "seconds": round(wall, 2)}]
@@ -391,72 +390,6 @@ def perf_e2e(*, config: str | None = None, overrides: Sequence[str] = (),
             "profile": recorded.get("profile"), "cache": cache, "wall_s": round(wall, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
             "cpu_count": os.cpu_count(), "rows": rows}
-
-
-def _e2e_phases(events: list[dict]) -> list[dict]:
-    """Seconds of data generation, pretraining (less the data it made) and each task (less
-    the data and pretraining done during it) from the child's events."""
-    data = [(e["start"], e["end"]) for e in events if e["kind"] == "data"]
-    pre = [(e["start"], e["end"]) for e in events if e["kind"] == "pretrain"]
-    marks = [e for e in events if e["kind"] in ("task", "end")]
-
-    def inside(spans, lo, hi):
-        return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in spans)
-
-    pre_net = [(a, b, (b - a) - inside(data, a, b)) for a, b in pre]
-    rows = [{"phase": "data generation", "seconds": round(sum(b - a for a, b in data), 2)},
-            {"phase": "pretraining", "seconds": round(sum(n for _, _, n in pre_net), 2)}]
-    for e, nxt in zip(marks, marks[1:]):
-        if e["kind"] != "task":
-            continue
-        lo, hi = e["start"], nxt["start"]
-        busy = inside(data, lo, hi) + sum(n * inside([(a, b)], lo, hi) / max(b - a, 1e-9)
-                                          for a, b, n in pre_net)
-        rows.append({"phase": f"task {e['name']}", "seconds": round(hi - lo - busy, 2)})
-    return rows
-
-
-def _e2e_child(events_path: str, argv: list[str]) -> int:
-    """``bench <argv>`` in this process, recording when the synthetic world is written,
-    pretraining runs and each task starts; the events go to ``events_path`` (JSON)."""
-    import backbones.pretrain as pretrain
-    from bench import cli, runner
-    from bench.data.synth import world
-    from bench.io import atomic_write_json
-
-    events: list[dict] = []
-    info: dict = {}
-
-    def timed(kind, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            t0 = time.time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                events.append({"kind": kind, "start": t0, "end": time.time()})
-        return wrapper
-
-    context = runner._context
-
-    def task_started(cfg, req, spec, *args, **kwargs):
-        info.update(backbone=req.backbone, profile=req.profile, tasks=list(cfg.run.tasks))
-        events.append({"kind": "task", "name": spec.name, "start": time.time()})
-        return context(cfg, req, spec, *args, **kwargs)
-
-    saved = world.make, pretrain.train, runner._context
-    world.make = timed("data", world.make)
-    pretrain.train = timed("pretrain", pretrain.train)
-    runner._context = task_started
-    code = 2
-    try:
-        code = cli.main(argv)
-    finally:
-        world.make, pretrain.train, runner._context = saved
-        events.append({"kind": "end", "start": time.time()})
-        if code == 0:
-            atomic_write_json(Path(events_path), {**info, "events": events})
-    return code
 
 
 def save_report(results_dir: str | Path, what: str, report: dict | list,

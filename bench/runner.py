@@ -17,6 +17,7 @@ import adapters
 import backbones
 from bench import config as config_mod
 from bench import env as env_mod
+from bench import timing
 from bench.config import Config, TaskSection
 from bench.console import Output
 from bench.errors import BenchError, NotImplementedYet
@@ -188,7 +189,7 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
              f"({meta.get('arch', '?')}), profile {req.profile}, device {device}"
              + (f"; done already: {', '.join(sorted(done))}" if done else ""))
     rows: list[MetricRow] = list(writer.rows)
-    with writer:
+    with writer, timing.recording() as clock:
         if resuming:
             writer.log(f"resumed; tasks done already: {', '.join(sorted(done)) or 'none'}")
         with out.progress() as progress:
@@ -200,13 +201,16 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
                 progress.update(overall, description=f"task {spec.name}")
                 ctx = _context(cfg, req, spec, meta, lambdas[spec.name], device, out, writer)
                 t0 = time.time()
-                measurements = list(adapters.TASKS.get(spec.name).obj().run(ctx))
+                with timing.phase(f"task {spec.name}"):
+                    measurements = list(adapters.TASKS.get(spec.name).obj().run(ctx))
                 maybe_kill(f"{spec.name}:eval")  # fault injection (tests)
                 new = [_row(run_id, req, meta, spec, ctx, m) for m in measurements]
                 writer.add_rows(new)
                 rows.extend(new)
                 writer.log(f"[{spec.name}] {len(new)} rows in {time.time() - t0:.1f}s")
                 progress.advance(overall)
+        # where this invocation's time went (bench.timing), kept in run.json
+        writer.meta["phases"] = clock.rows()
     _summary(out, run_id, req, meta, device, rows)
     return writer.dir
 

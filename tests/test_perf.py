@@ -39,24 +39,49 @@ def test_perf_eval_keypoints_agrees_with_pycocotools():
     assert row["same_numbers"] is True and 0 < row["AP"] < 1 and row["speedup"] > 0
 
 
-def test_e2e_phases_attribute_nested_work():
+def test_phases_attribute_nested_work(monkeypatch):
     """Data made inside pretraining counts as data; both are taken out of the task's time."""
-    ev = [{"kind": "task", "name": "a", "start": 0.0},
-          {"kind": "data", "start": 1.0, "end": 3.0},
-          {"kind": "pretrain", "start": 4.0, "end": 14.0},
-          {"kind": "data", "start": 5.0, "end": 6.0},  # pretraining's own data
-          {"kind": "task", "name": "b", "start": 20.0},
-          {"kind": "data", "start": 21.0, "end": 22.0},
-          {"kind": "end", "start": 30.0}]
-    rows = {r["phase"]: r["seconds"] for r in perf._e2e_phases(ev)}
+    from bench import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def at(t):
+        now[0] = t
+
+    with timing.recording() as rec:
+        with timing.phase("task a"):  # 0 .. 20
+            at(1.0)
+            with timing.phase(timing.DATA):
+                at(3.0)
+            at(4.0)
+            with timing.phase(timing.PRETRAIN):
+                at(5.0)
+                with timing.phase(timing.DATA):  # pretraining's own data
+                    at(6.0)
+                at(14.0)
+            at(20.0)
+        with timing.phase("task b"):  # 20 .. 30
+            at(21.0)
+            with timing.phase(timing.DATA):
+                at(22.0)
+            at(30.0)
+    with timing.phase("task c"):  # no recording open: not recorded anywhere
+        at(40.0)
+    rows = {r["phase"]: r["seconds"] for r in rec.rows()}
     assert rows == {"data generation": 4.0, "pretraining": 9.0, "task a": 20 - 3 - 9,
                     "task b": 10 - 1}
+    assert [r["phase"] for r in rec.rows()][:2] == ["data generation", "pretraining"]
 
 
-def test_e2e_child_records_data_pretraining_and_tasks(registries, tmp_path, monkeypatch):
-    """The child's hooks, in this process, with a task that makes data and pretrains."""
+def test_run_json_records_data_pretraining_and_tasks(registries, tmp_path, monkeypatch):
+    """The runner's phases, with a task that makes data and pretrains (the real hooks: the
+    world's writer and the engine's pretraining)."""
+    import types
+
     import adapters
     import backbones.pretrain as pretrain
+    from adapters import _engine
     from bench import runner
     from bench.data.synth import world
 
@@ -65,36 +90,38 @@ def test_e2e_child_records_data_pretraining_and_tasks(registries, tmp_path, monk
     spec = adapters.TaskSpec(name="toy", version=1, title="T", paper="P", reference_code="R",
                              datasets=("market1501",), metrics=(adapters.Metric("mAP"),))
 
-    def fake_make(*a, **k):
-        time.sleep(0.05)
-
-    def fake_train(*a, **k):
-        world.make()  # pretraining's data
+    def fake_write(*a, **k):  # the world's writer, timed by world.make's caller
         time.sleep(0.1)
+        return {}
 
-    monkeypatch.setattr(world, "make", fake_make)
+    def fake_train(*a, **k):  # pretraining, which writes its pool first
+        world._make_locked(tmp_path / "w", "smoke", 0, ["pools"], None, True)
+        time.sleep(0.1)
+        return types.SimpleNamespace(checkpoint=tmp_path / "bb.safetensors", steps=1)
+
+    monkeypatch.setattr(world, "_write", fake_write)
     monkeypatch.setattr(pretrain, "train", fake_train)
 
     @adapters.register_task(spec)
     class Toy:
         def run(self, ctx):
-            world.make()
-            pretrain.train()
+            world._make_locked(tmp_path / "w", "smoke", 0, ["market1501"], None, True)
+            assert _engine.pretrained_here(ctx) == str(tmp_path / "bb.safetensors")
             yield runner.Measurement("market1501", "test", "mAP", 1.0)
 
     (tmp_path / "bench.toml").write_text("")
-    events = tmp_path / "events.json"
-    code = perf._e2e_child(str(events), ["run", "--quiet", "--config", str(tmp_path / "bench.toml"),
-                                         "--set", f"paths.results_dir={tmp_path / 'res'}",
-                                         "--backbone", "bb", "--tasks", "toy", "--device", "cpu"])
+    from bench import cli
+
+    code = cli.main(["run", "--quiet", "--config", str(tmp_path / "bench.toml"),
+                     "--set", f"paths.results_dir={tmp_path / 'res'}",
+                     "--backbone", "bb", "--tasks", "toy", "--device", "cpu"])
     assert code == 0
-    assert world.make is fake_make and pretrain.train is fake_train  # hooks removed
-    rec = json.loads(events.read_text())
-    assert rec["backbone"] == "bb" and rec["tasks"] == ["toy"]
-    rows = {r["phase"]: r["seconds"] for r in perf._e2e_phases(rec["events"])}
-    assert rows["data generation"] == pytest.approx(0.1, abs=0.04)
-    assert rows["pretraining"] == pytest.approx(0.1, abs=0.04)
-    assert 0 <= rows["task toy"] < 0.5
+    (run_json,) = (tmp_path / "res" / "runs").glob("*/run.json")
+    rows = {r["phase"]: r["seconds"] for r in json.loads(run_json.read_text())["phases"]}
+    assert list(rows) == ["data generation", "pretraining", "task toy"]
+    assert rows["data generation"] == pytest.approx(0.2, abs=0.05)
+    assert rows["pretraining"] == pytest.approx(0.1, abs=0.05)
+    assert 0 <= rows["task toy"] < 0.1
 
 
 def test_e2e_reports_a_failed_run():

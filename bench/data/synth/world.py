@@ -135,6 +135,17 @@ def make(out: Path, size: str = "smoke", seed: int = 0, *, formats: Iterable[str
         return _make_locked(out, size, seed, wanted, progress, force)
 
 
+def _make_locked(out: Path, size: str, seed: int, wanted: list[str],
+                 progress: Callable[[str], None] | None, force: bool) -> dict:
+    manifest = _read_manifest(out / "world.json")  # again: another process may have written it
+    if manifest and not force and all(f in manifest["formats"] for f in wanted):
+        return manifest
+    from bench import timing
+
+    with timing.phase(timing.DATA):
+        return _write(out, size, seed, wanted, progress, force, manifest)
+
+
 @contextlib.contextmanager
 def _locked(out: Path):
     """An exclusive lock (``out/.lock``, POSIX flock) held while the world is written."""
@@ -151,12 +162,9 @@ def _locked(out: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _make_locked(out: Path, size: str, seed: int, wanted: list[str],
-                 progress: Callable[[str], None] | None, force: bool) -> dict:
+def _write(out: Path, size: str, seed: int, wanted: list[str],
+           progress: Callable[[str], None] | None, force: bool, manifest: dict | None) -> dict:
     manifest_path = out / "world.json"
-    manifest = _read_manifest(manifest_path)  # again: another process may have written it
-    if manifest and not force and all(f in manifest["formats"] for f in wanted):
-        return manifest
     world = SynthWorld(seed=seed, size=size)
     formats_done = dict(manifest["formats"]) if manifest and not force else {}
     for name, ref in WRITERS:
