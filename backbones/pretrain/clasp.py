@@ -37,7 +37,8 @@ the prompt that suits them.  No code is public; every other detail below is our 
   steps on the ``small`` world's 2,000 crops, the global-gate overlaps distill-part /
   distill-attribute / part-attribute of the exported EMA teacher): from 0.931 / 0.923 /
   0.903 at initialisation to 0.933 / 0.922 / 0.907 with the backbone's rate and decay, and
-  to 0.908 / 0.886 / 0.887 with this rule.
+  to 0.908 / 0.886 / 0.887 with this rule; over 750 steps with this rule to 0.663 / 0.453
+  / 0.423, the attribute prompt's gate entropy from 1.378 to 0.827 nats (uniform: 1.386).
 * The teacher sees the student's two global views *before* their photometric augmentation
   (same crop and flip, no colour jitter, blur or solarisation, :class:`CLASPCrops`): prompts
   name colours, and a hue shift would change them.

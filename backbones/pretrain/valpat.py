@@ -69,7 +69,11 @@ world's 1,500 pairs (``--data .../LUPerson-TA --epochs 5``, 230 steps, 4-8 min) 
 R@1 is 24.7 (chance 3.4) and after ``text_search`` fine-tuning 15.5-20.6 over 3 seeds
 (random init 2.1-6.2); a linear attribute probe (:func:`attribute_probe`, 1,000 training
 images) gives 58.6 mA against 56.2 for random weights (chance 50): the attribute head
-itself never leaves the base rates in these few steps.
+itself never leaves the base rates in these few steps.  With ``--epochs 16`` (736 steps,
+14 min) the frozen kNN re-ID mAP on the synthetic Market-1501 goes from 7.6 to 27.6, and
+the smoke fine-tunes reach text_search R@1 40.2 / mAP 48.7 and reid mAP 27.8 (random init
+6.2 / 8.0 and 11.0); the attributes still do not come (a linear probe on the small
+world's PA100k: 58.3 mA against 54.6).
 """
 from __future__ import annotations
 
