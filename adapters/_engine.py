@@ -93,7 +93,10 @@ def pretrained_here(ctx) -> str | None:
                                 f"[backbones.{ctx.backbone}] weights to a checkpoint file)",
                                 issue=6)
     profile = ctx.profile if ctx.profile in ("smoke", "paper") else "smoke"
-    pcfg = profile_config(method, profile, arch=arch, seed=ctx.seed)
+    # the run's precision: a bf16 profile (smoke, on a CPU too) pretrains under bf16 autocast
+    bf16 = ctx.config.profiles[ctx.profile].precision == "bf16"
+    pcfg = profile_config(method, profile, arch=arch, seed=ctx.seed,
+                          precision="bf16" if bf16 else "fp32", cpu_autocast=bf16)
     dest = default_out_dir(ctx.config, pcfg)
     ckpt = dest / f"{zoo_name(method, arch)}.safetensors"
     if ckpt.is_file():

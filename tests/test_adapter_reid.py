@@ -107,6 +107,8 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
 
     def fake_train(pcfg, dest, bench_cfg=None, device=None, progress=None):
         calls.append((pcfg.method, pcfg.arch, pcfg.profile))
+        # the run's profile precision (smoke: bf16) applies to its pretraining, CPU included
+        assert (pcfg.precision, pcfg.cpu_autocast) == ("bf16", True)
         raise BenchError("stop here")  # the real training is tested in test_pretrain.py
 
     monkeypatch.setattr(bp, "train", fake_train)
@@ -118,7 +120,8 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
         _engine.pretrained_here(ctx)
     assert calls == [("solider", "swin_t", "smoke")]
     # a checkpoint pretrained earlier with the same settings is reused, not trained again
-    pcfg = bp.profile_config("solider", "smoke", arch="swin_t", seed=0)
+    pcfg = bp.profile_config("solider", "smoke", arch="swin_t", seed=0, precision="bf16",
+                             cpu_autocast=True)
     ckpt = bp.default_out_dir(ctx.config, pcfg) / "solider_swin_t.safetensors"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")
