@@ -28,8 +28,12 @@ the prompt that suits them.  No code is public; every other detail below is our 
   across; the pseudo-label is the soft probability softmax(CLIP logit scale x cosine) of
   the positive set's mean text embedding against the negative's (CLIP's zero-shot
   classifier with prompt ensembling).  Colour-less prompts ("A person with a hat") scored
-  at chance with our caption-trained CLIP: no caption looks like them.  The three view attributes have prompts too, but captions never name
-  a view, so a CLIP trained on captions cannot know them (measured near chance).
+  at chance with our caption-trained CLIP: no caption looks like them.  The three view
+  attributes have prompts too, but captions never name a view, so a CLIP trained on
+  captions cannot know them (measured near chance).  Measured with the small CLIP trained
+  on the ``small`` world's 1,500 pairs (``--epochs 40`` / ``100``): attribute mA 52.9 /
+  54.5 against 50.0 for base rates, part mIoU 0.187 / 0.173 against 0.113 for fixed
+  bands (:func:`pseudo_label_quality`, 128 images).
 * *Prompts and gates are trained faster, without decay*: the task prompts and the gate
   projections get ``prompt_lr_scale = 10`` x the learning rate and no weight decay.  Under
   DINO's weight decay (0.04 to 0.4) the prompts shrink towards 0 and every task's gates
@@ -343,7 +347,7 @@ class CLASP(DINO):
         """``<checkpoint>.clasp.json`` beside the exported backbone: the quality of the CLIP
         teacher's pseudo-labels on the synthetic world (:func:`pseudo_label_quality`) and
         the PC-MoE gates per pre-training task (:func:`gate_report`) of the export, next
-        to those of the same backbone at initialisation (``seed``: the run's seed)."""
+        to those of the same backbone at initialisation (drawn from the run's seed)."""
         from bench.io import atomic_write_json
 
         path = report_path(checkpoint)
