@@ -90,7 +90,7 @@ def test_run_json_records_data_pretraining_and_tasks(registries, tmp_path, monke
     spec = adapters.TaskSpec(name="toy", version=1, title="T", paper="P", reference_code="R",
                              datasets=("market1501",), metrics=(adapters.Metric("mAP"),))
 
-    def fake_write(*a, **k):  # the world's writer, timed by world.make's caller
+    def fake_write(*a, **k):  # the world's writer; _make_locked times it as data generation
         time.sleep(0.1)
         return {}
 
