@@ -92,3 +92,16 @@ def test_clasp_probe_rows_report_the_gates_per_task_prompt(bench_cfg):
     assert row["gate_entropy_part"] == pytest.approx(rep["entropy/part"])
     assert row["gate_overlap_distill-part"] == pytest.approx(rep["overlap/distill-part"])
     assert "part_ari" not in row and "knn_mAP" in row
+
+
+def test_attribute_objectives_are_probed_for_attributes(bench_cfg):
+    """VAL-PAT and CLASP rows carry the linear attribute probe; the number is the probe's."""
+    from backbones import create_backbone
+    from backbones.pretrain.probe import probe
+    from backbones.pretrain.valpat import attribute_probe
+
+    torch.manual_seed(0)
+    b = create_backbone("test_sup_swin")
+    row = probe(b, bench_cfg, (64, 32), parts=False, attributes=True)
+    assert row["attr_probe_mA"] == pytest.approx(attribute_probe(b, input_size=(64, 32))["mA"])
+    assert "attr_probe_mA" not in probe(b, bench_cfg, (64, 32), parts=False)

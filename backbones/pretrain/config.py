@@ -20,7 +20,7 @@ from bench.errors import BenchError
 METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp", "valpat")
 ARCHS = ("swin_t", "swin_s", "swin_b", "test")
 PROFILES = ("smoke", "paper")
-VALPAT_ONLY = ("ssl_loss", "itc_loss", "ssl_temp", "text_model")
+VALPAT_ONLY = ("ssl_loss", "itc_loss", "ssl_temp", "text_model", "view_scale")
 CLASP_ONLY = ("prompt_lr_scale",)
 
 
@@ -77,6 +77,7 @@ class PretrainConfig:
     itc_loss: float = 1.0
     ssl_temp: float = 0.2
     text_model: str = "small"  # base | small | test
+    view_scale: tuple[float, float] = (0.8, 1.0)  # area range of its two random-resized crops
     # run
     precision: str = "bf16"  # bf16 autocast on CUDA; on CPU only with cpu_autocast
     cpu_autocast: bool = False

@@ -187,7 +187,7 @@ def build_data(cfg: PretrainConfig, bench_cfg, world: int, rank: int):
     elif cfg.method == "valpat":
         from backbones.pretrain.valpat import ValpatViews
 
-        transform = ValpatViews(cfg.global_size)
+        transform = ValpatViews(cfg.global_size, scale=tuple(cfg.view_scale))
     else:
         transform = (SupAugment(cfg.sup_size) if cfg.method == "sup"
                      else MultiCrop(cfg.global_size, cfg.local_size, cfg.n_local))

@@ -10,6 +10,9 @@ the synthetic world knows:
 * ``part_ari`` / ``part_accuracy`` (controller backbones, SOLIDER's pseudo part labels at
   λ = 1, measured at 256x128 or larger: :func:`part_probe_size`) next to the
   shuffled-label chance and the fixed row-band prior;
+* ``attr_probe_mA`` (VAL-PAT and CLASP, whose objectives learn attributes): a linear
+  probe of the frozen pooled feature for PA100k's 26 attributes on pool people the run
+  never saw, RethinkPAR's mA (chance 50; :func:`.valpat.attribute_probe`);
 * ``gate_entropy_<task>``, ``gate_overlap_<a>-<b>``, ``gate_channel_cos_<a>-<b>`` (CLASP:
   the PC-MoE gates of each pre-training task's prompt, :func:`.clasp.gate_report`);
 * from the training log: the teacher-output entropy and the student–teacher KL averaged
@@ -64,12 +67,16 @@ def part_probe_size(input_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def probe(backbone: torch.nn.Module, bench_cfg, input_size: tuple[int, int],
-          parts: bool, gates: bool = False) -> dict[str, float]:
+          parts: bool, gates: bool = False, attributes: bool = False) -> dict[str, float]:
     from backbones.pretrain.evaluate import knn_reid, part_agreement
 
     row: dict[str, float] = {}
     knn = knn_reid(backbone, bench_cfg, input_size=input_size)
     row.update(knn_mAP=knn["mAP"], knn_rank1=knn["rank1"])
+    if attributes:
+        from backbones.pretrain.valpat import attribute_probe
+
+        row["attr_probe_mA"] = attribute_probe(backbone, input_size=input_size)["mA"]
     if parts:
         pa = part_agreement(backbone, input_size=part_probe_size(input_size))
         row.update(part_ari=pa["ari"], part_accuracy=pa["accuracy"],
@@ -119,7 +126,8 @@ def probe_run(cfg: PretrainConfig, out_dir: str | Path, every: int, bench_cfg=No
     def record(step: int, seconds: float) -> None:
         backbone = _backbone_at(cfg, out_dir, bench_cfg)
         row = {"step": step, "train_seconds": round(seconds, 1),
-               **probe(backbone, bench_cfg, size, has_parts, cfg.method == "clasp"),
+               **probe(backbone, bench_cfg, size, has_parts, cfg.method == "clasp",
+                       cfg.method in ("valpat", "clasp")),
                **_log_means(out_dir, rows[-1]["step"] if rows else 0, step)}
         rows.append(row)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +158,8 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     panels = [("knn_mAP", "kNN re-ID mAP (synthetic Market)")]
     if "part_ari" in table:
         panels.append(("part_ari", "part pseudo-labels ARI vs truth"))
+    if "attr_probe_mA" in table:
+        panels.append(("attr_probe_mA", "attribute linear probe mA (chance 50)"))
     overlaps = [c for c in table if c.startswith("gate_overlap_")]
     if overlaps:
         panels.append((overlaps[0], "PC-MoE global-gate overlap between task prompts"))
