@@ -20,8 +20,12 @@ from bench.errors import BenchError
 METHODS = ("sup", "dino", "dinoclust", "solider", "clip", "clasp", "valpat")
 ARCHS = ("swin_t", "swin_s", "swin_b", "test")
 PROFILES = ("smoke", "paper")
-VALPAT_ONLY = ("ssl_loss", "itc_loss", "ssl_temp", "text_model", "view_scale")
-CLASP_ONLY = ("prompt_lr_scale",)
+# Settings only one method reads: left out of the other methods' hashes, so adding one does
+# not change the hash (and orphan the cached checkpoints) of a method that ignores it.
+METHOD_ONLY = {
+    "valpat": ("ssl_loss", "itc_loss", "ssl_temp", "text_model", "view_scale"),
+    "clasp": ("prompt_lr_scale",),
+}
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,10 @@ class PretrainConfig:
             d.pop(k)
         if self.method == "clip":
             d.pop("arch")  # CLIP is no Swin: clip_model is its architecture
-        if self.method != "valpat":  # settings only VAL-PAT reads (older hashes unchanged)
-            for k in VALPAT_ONLY:
-                d.pop(k)
-        if self.method != "clasp":  # and only CLASP
-            for k in CLASP_ONLY:
-                d.pop(k)
+        for method, keys in METHOD_ONLY.items():
+            if self.method != method:
+                for k in keys:
+                    d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

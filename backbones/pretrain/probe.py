@@ -11,8 +11,9 @@ the synthetic world knows:
   λ = 1, measured at 256x128 or larger: :func:`part_probe_size`) next to the
   shuffled-label chance and the fixed row-band prior;
 * ``attr_probe_mA`` (VAL-PAT and CLASP, whose objectives learn attributes): a linear
-  probe of the frozen pooled feature for PA100k's 26 attributes on pool people the run
-  never saw, RethinkPAR's mA (chance 50; :func:`.valpat.attribute_probe`);
+  probe of the frozen pooled feature for PA100k's 26 attributes on LUPerson pool crops,
+  RethinkPAR's mA (chance 50; :func:`.valpat.attribute_probe`).  VAL-PAT never saw these
+  people (LUPerson-TA's are others); CLASP trains on these crops, without their labels;
 * ``gate_entropy_<task>``, ``gate_overlap_<a>-<b>``, ``gate_channel_cos_<a>-<b>`` (CLASP:
   the PC-MoE gates of each pre-training task's prompt, :func:`.clasp.gate_report`);
 * from the training log: the teacher-output entropy and the student–teacher KL averaged
