@@ -77,7 +77,9 @@ class BackboneSection:
 @dataclass(frozen=True)
 class ProfileSection:
     description: str = ""
-    precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype for training and eval
+    # autocast dtype for training and eval; bf16 on a CPU without native bf16 (AVX-512 BF16
+    # or AMX) runs in fp32, which is faster there (bench.env.run_precision)
+    precision: Literal["fp32", "bf16"] = "fp32"
     synthetic_size: Literal["smoke", "small", "large"] = "smoke"
     budget_minutes: float | None = None  # stated wall-time budget of one task; None: unbounded
 
@@ -123,7 +125,7 @@ DEFAULTS: dict[str, Any] = {
     "profiles": {
         "smoke": {
             "description": "synthetic world on a 2-core CPU in minutes: crops <= 128x64, "
-                           "small scenes, bf16 autocast on CPU where safe",
+                           "small scenes, bf16 autocast where the CPU has native bf16",
             "precision": "bf16",
             "synthetic_size": "smoke",
             "budget_minutes": 3.0,

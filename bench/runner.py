@@ -56,7 +56,10 @@ class TaskContext:
 
     @property
     def precision(self) -> str:
-        return self.config.profiles[self.profile].precision
+        """The profile's precision; bf16 falls back to fp32 on a CPU without native bf16."""
+        from bench.env import run_precision
+
+        return run_precision(self.config.profiles[self.profile].precision, self.device)
 
     def log(self, message: str) -> None:
         self.writer.log(f"[{self.spec.name}] {message}")
@@ -179,15 +182,21 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
 
     resuming = run_id is not None
     run_id = run_id or new_run_id(req.backbone)
+    asked = cfg.profiles[req.profile].precision
+    precision = env_mod.run_precision(asked, device)
     writer = RunWriter(cfg.results_dir, run_id, config_toml=config_mod.dumps(cfg),
                        env=env_mod.collect(device),
                        meta={"backbone": req.backbone, "profile": req.profile,
-                             "tasks": [s.name for s in specs], "seed": req.seed},
+                             "tasks": [s.name for s in specs], "seed": req.seed,
+                             "precision": precision},
                        resume=resuming)
     done = {r.task for r in writer.rows}
     out.info(f"{'resuming ' if resuming else ''}run {run_id}: backbone {req.backbone} "
-             f"({meta.get('arch', '?')}), profile {req.profile}, device {device}"
+             f"({meta.get('arch', '?')}), profile {req.profile}, device {device}, {precision}"
              + (f"; done already: {', '.join(sorted(done))}" if done else ""))
+    if precision != asked:
+        out.info(f"this CPU has no native bf16 (AVX-512 BF16 or AMX): profile {req.profile}'s "
+                 "bf16 autocast would be emulated and slower, so the run is in fp32")
     rows: list[MetricRow] = list(writer.rows)
     with writer, timing.recording() as clock:
         if resuming:

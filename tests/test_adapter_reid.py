@@ -10,6 +10,7 @@ from adapters import reid
 from adapters._engine import IdentitySampler, cosine_warmup, schedule_for
 from bench import config, results, runner
 from bench.errors import BenchError
+from bench.data.synth.world import default_dir
 
 
 def test_batch_hard_triplet_hand_computed():
@@ -112,6 +113,8 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
         raise BenchError("stop here")  # the real training is tested in test_pretrain.py
 
     monkeypatch.setattr(bp, "train", fake_train)
+    import bench.env
+    monkeypatch.setattr(bench.env, "native_cpu_bf16", lambda: True)  # a CPU with bf16 units
     from bench.console import Output
     ctx = type("C", (), {"backbone": "solider_swin_t", "profile": "smoke", "seed": 0,
                          "device": "cpu", "config": _ctx_cfg(tmp_path), "log": lambda s, m: None,
@@ -152,7 +155,7 @@ def test_end_to_end_tiny_run(tmp_path):
     from bench import cli
     import json
     pred = run_dir / "reid" / "market1501_predictions.npz"
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "Market-1501-v15.09.15"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "Market-1501-v15.09.15"
     code = cli.main(["eval", "reid", str(pred), "market1501", str(root), "--json",
                      "--config", str(tmp_path / "bench.toml")])
     assert code == 0

@@ -51,3 +51,23 @@ def test_nan_loss_stops_with_the_last_good_state(tmp_path):
     state = torch.load(tmp_path / "state.pt", weights_only=False)
     assert state["epoch"] == 1  # the state of the last good epoch is kept
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("native, device, asked, expected", [
+    (True, "cpu", "bf16", "bf16"),
+    (False, "cpu", "bf16", "fp32"),  # emulated bf16 is slower than fp32: fall back
+    (False, "cuda:0", "bf16", "bf16"),  # the GPU decides for itself
+    (False, "cpu", "fp32", "fp32"),
+])
+def test_run_precision_falls_back_on_cpus_without_bf16(monkeypatch, native, device, asked,
+                                                       expected):
+    import bench.env
+
+    monkeypatch.setattr(bench.env, "native_cpu_bf16", lambda: native)
+    assert bench.env.run_precision(asked, device) == expected
+
+
+def test_native_cpu_bf16_agrees_with_onednn():
+    import bench.env
+
+    assert bench.env.native_cpu_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -59,6 +59,16 @@ def test_run_writes_tidy_rows(tmp_path, toy, bench_cli):
     assert env["tasks"] == ["toy"]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_run_records_the_precision_it_used(tmp_path, toy, monkeypatch, native):
+    """smoke asks for bf16; a CPU without native bf16 runs it in fp32, and run.json says so."""
+    import bench.env
+
+    monkeypatch.setattr(bench.env, "native_cpu_bf16", lambda: native)
+    run_dir = runner.run(cfg_for(tmp_path, "run.backbone=ctl_swin"))
+    assert results.read_run_summary(run_dir)["precision"] == ("bf16" if native else "fp32")
+
+
 @pytest.mark.parametrize("overrides, expected", [
     ((), 0.2),  # the task's official λ
     (("run.semantic_weight=0.9",), 0.9),  # --lambda wins over everything
