@@ -488,8 +488,12 @@ def cmd_regress(args: argparse.Namespace, out: Output) -> int:
         path = regress.write_golden(runs, cfg.path(args.update_golden))
         out.info(f"wrote {len(regress.golden_rows(runs))} golden rows to {path}")
         return 0
-    cmp = regress.compare(runs, args.against, args.tolerance,
-                          cfg.path(args.golden) if args.golden else None)
+    golden = cfg.path(args.golden) if args.golden else None
+    cmp = regress.compare(runs, args.against, args.tolerance, golden)
+    if args.against == "golden":
+        for f in [golden] if golden else sorted(regress.GOLDEN_DIR.glob("*.csv")):
+            if note := regress.golden_machine_differs(f):
+                out.info(f"note: {note}; numbers may differ by more than rounding")
     if args.json:
         out.json({"regressions": cmp.regressions, "rows": cmp.table.to_dict("records")})
     else:

@@ -14,16 +14,22 @@ Two kinds of reference:
 When several runs measured the same thing, the latest run counts.  A row regresses when it
 is worse than its reference by more than the tolerance (absolute, in the metric's units);
 being better never fails.
+
+Golden numbers hold exactly only on the kind of CPU that wrote them (another kernel family
+sums in another order, and a near-chance number on a few dozen test images moves by
+points), so ``--update-golden`` writes the writer's machine (:func:`machine`) beside the file
+as ``<name>.machine.json``, and :func:`golden_machine_differs` says when this one is another.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.io import atomic_write_text
+from bench.io import atomic_write_json, atomic_write_text
 from bench.results import REPO_ROOT, ROW_COLUMNS
 
 GOLDEN_DIR = REPO_ROOT / "results" / "golden"
@@ -107,10 +113,45 @@ def golden_rows(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_golden(runs: pd.DataFrame, path: str | Path) -> Path:
+    """Write the golden rows and, beside them, the machine they were measured on (run the
+    suite and this on the same machine)."""
     if runs.empty:
         raise BenchError("no finished run to write golden numbers from")
-    return atomic_write_text(path, golden_rows(runs).to_csv(index=False))
+    out = atomic_write_text(path, golden_rows(runs).to_csv(index=False))
+    atomic_write_json(machine_path(path), machine())
+    return out
 
 
-__all__ = ["Comparison", "GOLDEN_DIR", "ROW_COLUMNS", "compare", "golden_rows", "latest",
-           "load_golden", "write_golden"]
+def machine() -> dict[str, str]:
+    """What golden numbers depend on besides the code: the CPU kernel family torch
+    dispatches to (AVX2, AVX512, ...) and the torch version."""
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
+def machine_path(golden: str | Path) -> Path:
+    return Path(golden).with_suffix(".machine.json")
+
+
+def golden_machine_differs(golden: str | Path) -> str | None:
+    """None when this machine is the kind that wrote ``golden``; else a sentence saying how
+    they differ (also when the file has no machine record)."""
+    path = machine_path(golden)
+    try:
+        theirs = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"{path}: no record of the machine that wrote {Path(golden).name}"
+    except (OSError, json.JSONDecodeError) as e:
+        raise BenchError(f"{path}: unreadable machine record ({e})") from None
+    mine = machine()
+    diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+    if not diff:
+        return None
+    return ("golden numbers written on " + ", ".join(f"{k} {a}" for k, (a, _) in diff.items())
+            + "; this machine has " + ", ".join(f"{k} {b}" for k, (_, b) in diff.items()))
+
+
+__all__ = ["Comparison", "GOLDEN_DIR", "ROW_COLUMNS", "compare", "golden_machine_differs",
+           "golden_rows", "latest", "load_golden", "machine", "machine_path", "write_golden"]

@@ -5,6 +5,7 @@ import torch
 from adapters import attribute
 from conftest import tiny_run_config
 from bench import results, runner
+from bench.data.synth.world import default_dir
 
 
 def test_paper_schedule_is_rethinkpar():
@@ -12,6 +13,9 @@ def test_paper_schedule_is_rethinkpar():
     assert (s.input_size, s.wide_input_size, s.epochs, s.batch_size, s.lr) == (
         (256, 128), (256, 192), 30, 64, 1e-5)
     assert (s.weight_decay, s.peta_weight_decay, s.milestones) == (0.0, 5e-4, (10, 15))
+    assert s.head_lr is None  # LR_NEW = LR_FT in SOLIDER's configs
+    smoke = attribute.SCHEDULES["smoke"]
+    assert smoke.head_lr == pytest.approx(10 * smoke.lr)
     assert attribute.SPEC.semantic_weight == 0.8
 
 
@@ -36,9 +40,13 @@ def test_end_to_end_tiny_run(tmp_path):
     # saved predictions re-evaluate to the stored numbers
     from bench.data import read_dataset
     [run_dir] = list((tmp_path / "res" / "runs").iterdir())
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "PA100k"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "PA100k"
     again = attribute.Attribute.evaluate_file(run_dir / "attribute" / "pa100k_predictions.npz",
                                               read_dataset("pa100k", root))
     stored = df[df["dataset"] == "pa100k"].set_index("metric")["value"]
     for k, v in again.items():
         assert v == pytest.approx(stored[k])
+    # two parameter groups, backbone (LR_FT) and classifier (LR_NEW), at the smoke rates
+    state = torch.load(run_dir / "attribute" / "pa100k_state.pt", weights_only=False)
+    smoke = attribute.SCHEDULES["smoke"]
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [smoke.lr, smoke.head_lr]

@@ -9,6 +9,7 @@ import torch
 from adapters import detection
 from conftest import tiny_run_config
 from bench import results, runner
+from bench.data.synth.world import default_dir
 
 
 def test_paper_schedule_is_pedestron_csp():
@@ -92,7 +93,7 @@ def test_end_to_end_tiny_run(tmp_path):
     # saved predictions re-evaluate to the stored numbers
     from bench.data import read_dataset
     [run_dir] = list((tmp_path / "res" / "runs").iterdir())
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "CityPersons"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "CityPersons"
     again = detection.Detection.evaluate_file(run_dir / "detection" / "citypersons_predictions.npz",
                                               read_dataset("citypersons", root))
     stored = df.set_index("metric")["value"]

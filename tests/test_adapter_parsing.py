@@ -12,6 +12,7 @@ from conftest import tiny_run_config
 from bench import results, runner
 from bench.data.lip import flip_labels
 from bench.metrics.segmentation import mean_iou
+from bench.data.synth.world import default_dir
 
 
 def test_paper_schedule_is_solider_schp():
@@ -244,7 +245,7 @@ def test_end_to_end_tiny_run(tmp_path):
     assert not math.isnan(float(df.loc[df["metric"] == "mIoU", "value"].iloc[0]))
     # the saved label maps re-evaluate to the stored numbers (`bench eval parsing`)
     from bench.data.lip import read_lip
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "LIP"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "LIP"
     again = P.Parsing.evaluate_file(run_dir / "parsing" / "lip_predictions",
                                           read_lip(root, "val")[:4])
     stored = df.set_index("metric")["value"]

@@ -8,6 +8,7 @@ from adapters import pose
 from conftest import tiny_run_config
 from bench import config, results, runner
 from bench.data.coco import FLIP_PAIRS
+from bench.data.synth.world import default_dir
 
 
 def test_spec_and_paper_schedule_are_solider_humanpose():
@@ -223,7 +224,7 @@ def test_end_to_end_tiny_run(tmp_path):
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
     # the saved COCO results file re-evaluates to the stored numbers (`bench eval pose`)
     from bench.data.coco import read_coco_keypoints
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "coco"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "coco"
     again = pose.Pose.evaluate_file(run_dir / "pose" / "coco_keypoints_predictions.json",
                                     read_coco_keypoints(root, "val"))
     stored = df.set_index("metric")["value"]

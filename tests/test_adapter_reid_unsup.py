@@ -22,6 +22,7 @@ from bench.data.reid import ReIDImage
 from bench.errors import BenchError
 from bench.metrics.reid import jaccard_distance
 from conftest import tiny_run_config
+from bench.data.synth.world import default_dir
 
 
 # --------------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def test_end_to_end_tiny_run(tmp_path, bench_cli, capsys):
     log = (run_dir / "log.txt").read_text()
     assert "chance level mAP" in log and "epoch 1: " in log and "epoch 1/1 loss" in log
     # both prediction files re-evaluate to their rows through `bench eval reid_unsup`
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "Market-1501-v15.09.15"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "Market-1501-v15.09.15"
     for name, prefix in (("market1501_predictions.npz", ""),
                          ("market1501_frozen_predictions.npz", "frozen ")):
         code, out, err = bench_cli("eval", "reid_unsup", str(run_dir / "reid_unsup" / name),

@@ -7,6 +7,7 @@ import torch
 from adapters import search
 from bench.errors import BenchError
 from conftest import tiny_run_config
+from bench.data.synth.world import default_dir
 
 
 def test_paper_schedule_is_solider_seqnet():
@@ -134,7 +135,7 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
     # saved predictions re-evaluate to the stored numbers
     [run_dir] = list((tmp_path / "res" / "runs").iterdir())
-    base = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0"
+    base = default_dir(tmp_path / "cache", "smoke", 0)
     for key in datasets:
         folder = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}[key]
         again = search.Search.evaluate_file(run_dir / "search" / f"{key}_predictions.npz",

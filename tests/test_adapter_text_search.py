@@ -15,6 +15,7 @@ from adapters import text_search as ts
 from bench import results, runner
 from bench.metrics.text_search import chance, retrieval_metrics
 from conftest import tiny_run_config
+from bench.data.synth.world import default_dir
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_end_to_end_tiny_run_and_bench_eval(tmp_path, bench_cli, capsys):
     log = (run_dir / "log.txt").read_text()
     assert "chance R@1" in log and "from scratch (no image-text head" in log
     pred = run_dir / "text_search" / "cuhk_pedes_predictions.npz"
-    root = tmp_path / "cache" / "synthetic" / "v1-smoke-seed0" / "CUHK-PEDES"
+    root = default_dir(tmp_path / "cache", "smoke", 0) / "CUHK-PEDES"
     again = bench_cli.json("eval", "text_search", str(pred), "cuhk_pedes", str(root),
                            "--set", f"paths.cache_dir={tmp_path / 'cache'}")
     for k, v in got.items():

@@ -17,6 +17,7 @@ import torch
 
 from adapters import openmmlab as om
 from backbones import create_backbone
+from bench.data.synth.world import default_dir
 
 MM_MISSING = [p for p in ("mmengine", "mmcv", "mmdet", "mmpose", "mmseg")
               if importlib.util.find_spec(p) is None]
@@ -81,7 +82,7 @@ def test_frozen_stages():
 def test_citypersons_to_coco(world):
     from bench.data.citypersons import read_citypersons
     cache, roots = world
-    world = cache / "synthetic" / "v1-smoke-seed0" / "CityPersons"
+    world = default_dir(cache, "smoke", 0) / "CityPersons"
     for split in ("train", "val"):
         coco = json.loads((roots["CityPersons"] / "coco_annotations" / f"{split}.json").read_text())
         imgs = read_citypersons(world, split)

@@ -32,6 +32,27 @@ def test_golden_passes_on_itself(store):
     assert cmp.ok and len(cmp.table) == 2 and set(cmp.table["status"]) == {"ok"}
 
 
+def test_golden_records_the_machine_that_wrote_it(store, monkeypatch, bench_cli):
+    import json
+
+    root, golden = store
+    record = regress.machine_path(golden)
+    assert record.name == "golden.machine.json"
+    assert json.loads(record.read_text()) == regress.machine()
+    assert regress.golden_machine_differs(golden) is None
+    other = {**regress.machine(), "cpu_capability": "AVX512"}
+    record.write_text(json.dumps(other))
+    note = regress.golden_machine_differs(golden)
+    assert "written on cpu_capability AVX512" in note and "this machine has cpu_capability" in note
+    code, _, err = bench_cli("regress", "--runs", str(root), "--golden", str(golden))
+    assert code == 0 and "note: golden numbers written on cpu_capability AVX512" in err
+    record.unlink()
+    assert "no record of the machine" in regress.golden_machine_differs(golden)
+    record.write_text("{not json")
+    with pytest.raises(BenchError, match="golden.machine.json: unreadable machine record"):
+        regress.golden_machine_differs(golden)
+
+
 @pytest.mark.parametrize("mAP, mr, regressions", [
     (49.6, 12.0, 0),   # within tolerance
     (49.0, 12.0, 1),   # mAP fell by 1.0 > 0.5
