@@ -491,7 +491,7 @@ def cmd_regress(args: argparse.Namespace, out: Output) -> int:
     golden = cfg.path(args.golden) if args.golden else None
     cmp = regress.compare(runs, args.against, args.tolerance, golden)
     if args.against == "golden":
-        for f in [golden] if golden else sorted(regress.GOLDEN_DIR.glob("*.csv")):
+        for f in regress.golden_files(golden):
             if note := regress.golden_machine_differs(f):
                 out.info(f"note: {note}; numbers may differ by more than rounding")
     if args.json:

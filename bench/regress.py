@@ -57,8 +57,13 @@ def latest(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
+def golden_files(path: str | Path | None = None) -> list[Path]:
+    """``path``, or every golden file of the repository."""
+    return [Path(path)] if path else sorted(GOLDEN_DIR.glob("*.csv"))
+
+
 def load_golden(path: str | Path | None = None) -> pd.DataFrame:
-    files = [Path(path)] if path else sorted(GOLDEN_DIR.glob("*.csv"))
+    files = golden_files(path)
     if not files or not all(f.is_file() for f in files):
         raise BenchError(f"{path or GOLDEN_DIR}: no golden numbers found")
     frames = []
@@ -153,5 +158,6 @@ def golden_machine_differs(golden: str | Path) -> str | None:
             + "; this machine has " + ", ".join(f"{k} {b}" for k, (_, b) in diff.items()))
 
 
-__all__ = ["Comparison", "GOLDEN_DIR", "ROW_COLUMNS", "compare", "golden_machine_differs",
-           "golden_rows", "latest", "load_golden", "machine", "machine_path", "write_golden"]
+__all__ = ["Comparison", "GOLDEN_DIR", "ROW_COLUMNS", "compare", "golden_files",
+           "golden_machine_differs", "golden_rows", "latest", "load_golden", "machine",
+           "machine_path", "write_golden"]
