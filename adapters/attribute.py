@@ -176,13 +176,54 @@ class Attribute:
     def evaluate_file(path, data) -> dict[str, float]:
         """Re-evaluate saved predictions (``<dataset>_predictions.npz`` of a run: scores of
         the evaluated attributes for test images, with their paths) against dataset records."""
-        pred = np.load(path)
-        index = {Path(p).name: i for i, p in enumerate(data.images)}
-        if list(pred["attributes"]) != list(data.eval_attr_names):
-            raise BenchError(f"{path}: its attributes differ from {data.name}'s evaluated ones")
-        try:
-            rows = [index[Path(p).name] for p in pred["images"]]
-        except KeyError as e:
-            raise BenchError(f"{path}: image {e.args[0]} is not in dataset {data.name}") from None
-        gt = data.labels[rows][:, data.eval_attr_idx]
-        return {k: 100.0 * v for k, v in evaluate(gt, pred["probs"]).as_dict().items()}
+        gt, probs, _ = _load_predictions(path, data)
+        return {k: 100.0 * v for k, v in evaluate(gt, probs).as_dict().items()}
+
+    @staticmethod
+    def compare_files(path, baseline, data, resamples: int = 1000, seed: int = 0
+                      ) -> dict[str, dict[str, float]]:
+        """Two runs' saved predictions on the same test images, compared: each metric of
+        both, their difference and its 95% paired-bootstrap interval (the test images
+        resampled with replacement, the same resample for both runs)."""
+        gt, probs, names = _load_predictions(path, data)
+        gt_b, probs_b, names_b = _load_predictions(baseline, data)
+        if sorted(names) != sorted(names_b):
+            raise BenchError(f"{baseline}: its test images differ from those of {path}")
+        order = {n: i for i, n in enumerate(names_b)}
+        probs_b = probs_b[[order[n] for n in names]]
+        return paired_bootstrap(gt, probs, probs_b, resamples, seed)
+
+
+def paired_bootstrap(gt, probs_a, probs_b, resamples: int = 1000, seed: int = 0
+                     ) -> dict[str, dict[str, float]]:
+    """``{metric: {a, b, diff, lo, hi}}`` in percent: a and b evaluated on all rows, and
+    the 2.5 and 97.5 percentiles of a − b over ``resamples`` paired resamples of the rows."""
+    rng = np.random.default_rng(seed)
+    full_a, full_b = evaluate(gt, probs_a).as_dict(), evaluate(gt, probs_b).as_dict()
+    diffs = {k: np.empty(resamples) for k in full_a}
+    for r in range(resamples):
+        rows = rng.integers(0, len(gt), len(gt))
+        ma = evaluate(gt[rows], probs_a[rows]).as_dict()
+        mb = evaluate(gt[rows], probs_b[rows]).as_dict()
+        for k in diffs:
+            diffs[k][r] = ma[k] - mb[k]
+    out = {}
+    for k in full_a:
+        lo, hi = np.percentile(diffs[k], [2.5, 97.5])
+        out[k] = {"a": 100 * full_a[k], "b": 100 * full_b[k],
+                  "diff": 100 * (full_a[k] - full_b[k]), "lo": 100 * lo, "hi": 100 * hi}
+    return out
+
+
+def _load_predictions(path, data) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(ground truth, scores, image names) of a ``<dataset>_predictions.npz``."""
+    pred = np.load(path)
+    index = {Path(p).name: i for i, p in enumerate(data.images)}
+    if list(pred["attributes"]) != list(data.eval_attr_names):
+        raise BenchError(f"{path}: its attributes differ from {data.name}'s evaluated ones")
+    names = [Path(p).name for p in pred["images"]]
+    try:
+        rows = [index[n] for n in names]
+    except KeyError as e:
+        raise BenchError(f"{path}: image {e.args[0]} is not in dataset {data.name}") from None
+    return data.labels[rows][:, data.eval_attr_idx], pred["probs"], names

@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", help="predictions file")
     p.add_argument("dataset", help="dataset key (bench list datasets)")
     p.add_argument("root", nargs="?", help="the dataset's root (default: configured or synthetic)")
+    p.add_argument("--baseline", metavar="PREDICTIONS",
+                   help="another run's predictions on the same test images: each metric of "
+                        "both, their difference and its 95%% paired-bootstrap interval "
+                        "(attribute)")
+    p.add_argument("--resamples", type=int, default=1000, help="with --baseline (default 1000)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", parents=[common], help="run tasks over a range of λ, report with plots",
@@ -517,12 +522,36 @@ def cmd_eval(args: argparse.Namespace, out: Output) -> int:
     if not pred.is_file():
         raise BenchError(f"{pred}: predictions file not found")
     root = _dataset_root_arg(args, cfg)
+    if args.baseline:
+        return _eval_against(args, out, cfg, task, pred, read_dataset(args.dataset, root))
     metrics = task.evaluate_file(pred, read_dataset(args.dataset, root))
     if args.json:
         out.json({"task": args.task, "dataset": args.dataset, "metrics": metrics})
     else:
         out.table(f"{args.task} on {args.dataset}", ["metric", "value"],
                   ([k, f"{v:.4g}"] for k, v in metrics.items()), caption=str(pred))
+    return 0
+
+
+def _eval_against(args, out: Output, cfg, task, pred: Path, data) -> int:
+    if not hasattr(task, "compare_files"):
+        raise NotImplementedYet(f"`bench eval {args.task} --baseline`")
+    base = cfg.path(args.baseline)
+    if not base.is_file():
+        raise BenchError(f"{base}: baseline predictions file not found")
+    if args.resamples < 1:
+        raise BenchError(f"--resamples must be at least 1, not {args.resamples}")
+    rows = task.compare_files(pred, base, data, resamples=args.resamples)
+    if args.json:
+        out.json({"task": args.task, "dataset": args.dataset, "predictions": str(pred),
+                  "baseline": str(base), "resamples": args.resamples, "metrics": rows})
+    else:
+        out.table(f"{args.task} on {args.dataset}: predictions against baseline",
+                  ["metric", "predictions", "baseline", "difference", "95% interval"],
+                  ([k, f"{r['a']:.4g}", f"{r['b']:.4g}", f"{r['diff']:+.4g}",
+                    f"[{r['lo']:+.3g}, {r['hi']:+.3g}]"] for k, r in rows.items()),
+                  caption=f"{pred} against {base}; paired bootstrap over the test images, "
+                          f"{args.resamples} resamples")
     return 0
 
 
