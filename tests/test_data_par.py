@@ -94,7 +94,13 @@ def test_labels_come_from_the_rendered_identity(world_dir):
             assert (ds.labels[i] == vector(w.identity(shot.pid), crop.view)).all()
     col = {n: j for j, n in enumerate(peta.attr_names)}
     assert (peta.labels[:, col["personalMale"]] + peta.labels[:, col["personalFemale"]] == 1).all()
-    assert (peta.labels[:, col["hairLong"]] + peta.labels[:, col["hairShort"]] == 1).all()
+    hair = ("hairLong", "hairShort", "hairBald")
+    assert (peta.labels[:, [col[h] for h in hair]].sum(1) == 1).all()
+    ages = ("personalLess15", "personalLess30", "personalLess45", "personalLess60",
+            "personalLarger60")
+    assert (peta.labels[:, [col[a] for a in ages]].sum(1) == 1).all()
+    evaluated = peta.labels[:, peta.eval_attr_idx]
+    assert (evaluated.min(0) == 0).all() and (evaluated.max(0) == 1).all()  # none constant
     colours = [col[f"upperBody{c}"] for c in par._PETA_COLOURS]
     assert (peta.labels[:, colours].sum(1) >= 1).all()  # every top has a colour
     faces = [rap.attr_names.index(f) for f in ("faceFront", "faceBack", "faceLeft", "faceRight")]

@@ -66,6 +66,27 @@ def test_crops_have_parts_in_body_order():
     assert (kp[:, 2] == 2).sum() >= 13
 
 
+def test_polygons_are_filled():
+    """Convex polygons (torso, skirts, backpacks) fill their inside, whichever order their
+    corners come in (generator 2 wound them the wrong way and drew no torso at all)."""
+    import numpy as np
+    from bench.data.synth.render import Prim, _hull, rasterise
+
+    corners = np.array([[2, 2], [12, 2], [12, 8], [2, 8]], float)
+    for order in (corners, corners[::-1], corners[[0, 2, 1, 3]]):
+        sl, inside = rasterise(Prim(0, 0, "upper", "poly", (_hull(order),)), (10, 16))
+        assert inside.sum() == pytest.approx(10 * 6, abs=12)
+    w = world.SynthWorld(0, "smoke")
+    tops = [LIP_CLASSES.index(n) for n in ("UpperClothes", "Coat", "Dress", "Face", "Scarf")]
+    for pid in [p for p in range(30) if not w.identity(p).holds_object][:20]:
+        crop = w.crop(pid, 0, 256, 128, "torso", view="front")
+        kp = crop.keypoints
+        y0, y1 = kp[5:7, 1].mean(), kp[11:13, 1].mean()
+        x0, x1 = sorted(kp[5:7, 0])
+        torso = crop.labels[int(y0 + 0.2 * (y1 - y0)):int(y1), int(x0):int(x1)]
+        assert np.isin(torso, tops).mean() > 0.7, pid  # the top covers the torso
+
+
 def test_scene_occlusion_bookkeeping():
     w = world.SynthWorld(0, "smoke")
     sc = w.scene(range(8), 1, 240, 320, "t")

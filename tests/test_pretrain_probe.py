@@ -63,9 +63,10 @@ def test_probe_every_must_be_positive(tmp_path, bench_cfg):
 
 
 def test_part_probe_is_measured_on_a_grid_where_the_true_layout_exists(tmp_path, bench_cfg):
-    """At the smoke size (128x64) the last stage is 4x2 tokens, each wider than a synthetic
-    person: the true token layout would be all background and every agreement 0.  The probe
-    measures parts at 256x128 or larger, where the row-band prior agrees with the truth."""
+    """At the smoke size (128x64) the last stage is 4x2 tokens, each as wide as a synthetic
+    person and a quarter of its height: the row-band prior does not agree with the true
+    layout there (ARI at or below chance).  The probe measures parts at 256x128 or larger,
+    where it does."""
     from backbones import create_backbone
     from backbones.pretrain.evaluate import part_agreement
     from backbones.pretrain.probe import part_probe_size
@@ -75,7 +76,7 @@ def test_part_probe_is_measured_on_a_grid_where_the_true_layout_exists(tmp_path,
     torch.manual_seed(0)
     b = create_backbone("test_solider_swin")
     small = part_agreement(b, n=8, input_size=(128, 64))
-    assert small["row_prior_ari"] == 0.0  # the degenerate grid the probe avoids
+    assert small["row_prior_ari"] <= 0.0  # the coarse grid the probe avoids
     probed = part_agreement(b, n=8, input_size=part_probe_size((128, 64)))
     assert probed["grid"] == [8, 4] and probed["row_prior_ari"] > 0
 

@@ -64,6 +64,8 @@ def test_caption_attributes_leave_undecided_attributes_unlabelled():
     assert "Female" in unknown and lab["Age18-60"] == 1
     lab, _ = _labels("She is dressed in a grey sweater and jeans.")  # 'dressed' is no dress
     assert (lab["Female"], lab["Trousers"], lab["Skirt&Dress"], lab["LongSleeve"]) == (1, 1, 0, 1)
+    lab, unknown = _labels("A man in a sleeveless vest.")  # neither sleeve length, decided
+    assert (lab["ShortSleeve"], lab["LongSleeve"]) == (0, 0) and "LongSleeve" not in unknown
 
 
 def test_caption_attributes_agree_with_the_truth_on_the_synthetic_pool(bench_cfg):

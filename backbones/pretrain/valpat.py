@@ -261,6 +261,7 @@ _YOUNG = re.compile(r"\b(?:child|children|kid|boy|girl|teenager|teen)\b")
 _ADULT = re.compile(r"\b(?:man|woman|men|women|lady|gentleman|guy|adult)\b")
 _SHORT_SLEEVE = re.compile(r"\bshort[- ]sleeved?\b|\bshort sleeves\b|\bt-?shirt\b|\btee\b")
 _LONG_SLEEVE = re.compile(r"\blong[- ]sleeved?\b|\blong sleeves\b|\bcoat\b|\bjacket\b|\bsweater\b|\bhoodie\b")
+_SLEEVELESS = re.compile(r"\bsleeveless\b|\btank[- ]?top\b")
 _LOWER_KIND = {"Trousers": re.compile(r"\b(?:trousers|pants|jeans|slacks|leggings)\b"),
                "Shorts": re.compile(r"\bshorts\b"),
                "Skirt&Dress": re.compile(r"\b(?:skirt|dress)\b")}
@@ -292,6 +293,8 @@ def caption_attributes(caption: str, names: Sequence[str] | None = None
     short, long_ = bool(_SHORT_SLEEVE.search(t)), bool(_LONG_SLEEVE.search(t))
     if short != long_:
         val.update({"ShortSleeve": int(short), "LongSleeve": int(long_)})
+    elif not short and _SLEEVELESS.search(t):  # PA100k marks neither sleeve length
+        val.update({"ShortSleeve": 0, "LongSleeve": 0})
     kinds = {a: bool(p.search(t)) for a, p in _LOWER_KIND.items()}
     if sum(kinds.values()) == 1:
         val.update({a: int(v) for a, v in kinds.items()})

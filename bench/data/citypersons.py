@@ -285,7 +285,7 @@ def _synthetic_scene(world, split: str, city: str, cam: int, seq: int, h: int, w
     kinds = rng.choice(["pedestrian", "rider", "sitting"], size=n, p=[0.8, 0.12, 0.08]).tolist()
     first = PID_BASE + int(rng.integers(0, 50_000))
     scene = world.scene(range(first, first + n), cam, h, w, "citypersons", split, city, seq,
-                        kinds=kinds, min_height=0.015, max_height=0.75)
+                        kinds=kinds, min_height=0.01, max_height=0.75)
     people = [(i, inst) for i, inst in enumerate(scene.instances)
               if inst.area > 0 and inst.vis_box[2] > 0 and inst.vis_box[3] > 0]
     tiny = {i for i, inst in people if inst.box[3] < TINY * h}

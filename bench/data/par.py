@@ -59,47 +59,68 @@ vocabulary is dropped.
 Each line: synthetic fact -> PETA (105) | RAP v1 (92) | RAPv2 / RAP_zs (119); "-" is no column.
 
 - female / male -> personalFemale / personalMale | Female / - | Femal / -
-- age less18 -> personalLess15 | AgeLess16 | AgeLess16
-- age 18-60 -> personalLess30 | Age17-30 | Age17-30
-- age over60 -> personalLarger60 | - | AgeBiger60
+- age less18 / 18-30 / 31-45 -> personalLess15 / personalLess30 / personalLess45 |
+  AgeLess16 / Age17-30 / Age31-45 | same as RAP v1
+- age 46-60 / over 60 -> personalLess60 / personalLarger60 | - / - | Age46-60 / AgeBiger60
 - build < 0.95 / > 1.1 / else -> - | BodyThin / BodyFat / BodyNormal | same as RAP v1
-- long / short hair -> hairLong / hairShort | hs-LongHair / - | hs-LongHair / -
-- hair colour -> hair<Colour> | hs-BlackHair (black only) | hs-BlackHair (black only)
+- shop clerk's apron / none -> - | Clerk / Customer | Employee / Customer
+- bald -> hairBald | hs-BaldHead | hs-BaldHead
+- long / short hair (not bald) -> hairLong / hairShort | hs-LongHair / - | hs-LongHair / -
+- hair colour (not bald) -> hair<Colour> | hs-BlackHair (black only) | same as RAP v1
 - hat -> accessoryHat | hs-Hat | hs-Hat
 - eyewear (drawn with dark lenses) -> accessorySunglasses | hs-Glasses | hs-Glasses
-- neither hat nor eyewear -> accessoryNothing | - | -
-- short sleeve -> upperBodyShortSleeve | ub-ShortSleeve | ub-ShortSleeve
-- long sleeve -> upperBodyLongSleeve | ub-Shirt | ub-Shirt
-- long coat -> upperBodyJacket + upperBodyLongSleeve | ub-Jacket | ub-Jacket
+- scarf -> accessoryMuffler | hs-Muffler | hs-Muffler
+- none of hat, eyewear, scarf -> accessoryNothing | - | -
+- T-shirt / V-neck T-shirt -> upperBodyShortSleeve + upperBodyTshirt / upperBodyVNeck |
+  ub-ShortSleeve + ub-TShirt (both) | same as RAP v1
+- shirt / tight top -> upperBodyLongSleeve + upperBodyOther | ub-Shirt / ub-Tight | same
+- sweater -> upperBodyLongSleeve + upperBodySweater | ub-Sweater | ub-Sweater
+- zipped jacket / padded cotton jacket -> upperBodyLongSleeve + upperBodyJacket |
+  ub-Jacket / ub-Cotton | same as RAP v1
+- suit -> upperBodyLongSleeve + upperBodySuit + upperBodyFormal + lowerBodyFormal (every
+  other top: upperBodyCasual + lowerBodyCasual) | ub-SuitUp | ub-SuitUp
+- sleeveless vest -> upperBodyNoSleeve | ub-Vest | ub-Vest
+- long coat -> upperBodyLongSleeve + upperBodyJacket | ub-Jacket | ub-Others
 - upper stripes / plaid / logo -> upperBodyThinStripes / upperBodyPlaid / upperBodyLogo |
   up-Mixture (stripes, plaid) | ub-ColorMixture (stripes, plaid)
 - upper splice -> - | up-Mixture | ub-ColorMixture
 - upper colour, plus the second colour of stripes, plaid and splice -> upperBody<Colour> |
   up-<Colour> | ub-Color<Colour> (red is RAPv2's "up-ColorRed")
-- trousers / shorts -> lowerBodyTrousers / lowerBodyShorts | lb-LongTrousers / - |
-  lb-LongTrousers / lb-Shorts
-- skirt / dress (both end above the knee) -> lowerBodyShortSkirt (both) |
-  lb-ShortSkirt / lb-Dress | lb-ShortSkirt / lb-Dress
+- trousers / tight trousers / jeans -> lowerBodyTrousers (both) / lowerBodyJeans |
+  lb-LongTrousers / lb-TightTrousers / lb-Jeans | same as RAP v1
+- shorts -> lowerBodyShorts | - | lb-Shorts
+- short skirt / dress (both end above the knee) / skirt (below it) ->
+  lowerBodyShortSkirt (both) / lowerBodyLongSkirt | lb-ShortSkirt / lb-Dress / lb-Skirt |
+  same as RAP v1
 - lower stripes / pattern -> lowerBodyThinStripes / - | low-Mixture | lb-ColorMixture
 - lower colour -> lowerBody<Colour> | low-<Colour> (7 colours) | lb-Color<Colour>
-- boots / other shoes -> footwearBoots / footwearShoes | shoes-Boots / shoes-Casual | same
+- casual / cloth shoes -> footwearShoes (both) | shoes-Casual / shoes-Cloth | same
+- sneakers / leather shoes / boots -> footwearSneaker / footwearLeatherShoes / footwearBoots |
+  shoes-Sport / shoes-Leather / shoes-Boots | shoes-Sports / shoes-Leather / shoes-Boots
+- sandals -> footwearSandals | shoes-Casual | shoes-Sandals
 - shoe colour -> footwear<Colour> | shoes-<Colour> (8 colours) | shoes-Color<Colour>
 - backpack -> carryingBackpack | attach-Backpack | attachment-Backpack
 - shoulder bag -> carryingMessengerBag | attach-SingleShoulderBag | attachment-ShoulderBag
 - handbag -> carryingOther | attach-HandBag | attachment-HandBag
-- holds an object in front -> carryingOther | action-Holding | action-Holding
-- carries none of those four -> carryingNothing | - | -
+- a box held in front -> carryingOther | attach-Box + action-Holding | attachment-Box +
+  action-Holding
+- plastic bag / paper bag in the hand -> carryingPlasticBags / carryingOther |
+  attach-PlasticBag / attach-PaperBag | attachment-PlasticBag / attachment-PaperBag
+- handbag, plastic or paper bag -> - | action-CarrybyHand | action-CarryingByHand
+- suitcase pulled behind -> carryingLuggageCase | attach-HandTrunk + action-Pulling |
+  attachment-HandTrunk + action-Pulling
+- closed umbrella -> carryingUmbrella | attach-Other | attachment-Other
+- carries nothing -> carryingNothing | - | -
+- phone held to the ear -> - | action-Calling | action-Calling
 - view front / back -> - | faceFront / faceBack | faceFront / faceBack
 - view side, facing image right / left -> - | faceRight / faceLeft | faceRight / faceLeft
 
-Unmapped (always 0): PETA's casual/formal styles, T-shirt, V-neck, other/no-sleeve/suit/
-sweater tops, jeans, capri, hot pants, long skirt, lower plaid, leather shoes, sneakers,
-sandals, stocking, muffler, headphones, hair band, kerchief, plastic bags, folders, luggage,
-umbrellas, buggies, bald; RAP's roles (Customer/Clerk), muffler, bald head, sweater, vest,
-T-shirt, cotton, suit, tight, skirt (long), jeans, tight trousers, leather/sport/cloth shoes,
-box/plastic/paper bags, hand trunk, other attachments, every action but Holding,
-occlusions, and the Mixture/Silver/Other colours of shoes.  RAPv2's 152-column file is not
-written (only its zero-shot pickle): the nine columns after ``action-Other`` are named here
+Every PETA attribute RethinkPAR evaluates is drawn.  Unmapped (always 0): PETA's capri,
+hot pants, lower plaid, stocking, headphones, hair band, kerchief, folders, buggies,
+suitcases (as distinct from luggage cases); RAP's talking, gathering, pushing, carrying by
+the arm, other actions and other shoes (of RAP_zs's 53 evaluated attributes these six are
+0 everywhere), occlusions, and the Mixture/Silver/Other colours of shoes.  RAPv2's
+152-column file is not written (only its zero-shot pickle): the nine columns after ``action-Other`` are named here
 as view and occlusion attributes, our best reading of RAPv2; the readers take names from
 the files, so real data never depends on this table.
 """
@@ -626,54 +647,104 @@ def _facts(ident, view: str) -> dict[str, Any]:
     }
 
 
+_TOPS_SHORT = ("tshirt", "vneck")
+_TOPS_LONG = ("shirt", "sweater", "jacket", "cotton", "suit", "tight", "coat")
+
+
+def _carried(ident) -> dict[str, bool]:
+    """What the person carries, by where: the hand items, bags and the box held in front."""
+    item = ident.hand_item
+    return {"plastic": item == "plastic_bag", "paper": item == "paper_bag",
+            "trunk": item == "trunk", "umbrella": item == "umbrella",
+            "in_hand": ident.handbag or item in ("plastic_bag", "paper_bag"),
+            "anything": (ident.backpack or ident.shoulder_bag or ident.handbag
+                         or ident.holds_object or item != "none")}
+
+
 def peta_positives(ident, view: str) -> set[str]:
     """PETA attributes that are 1 for ``ident`` seen from ``view``."""
-    f = _facts(ident, view)
-    carried = (ident.backpack, ident.shoulder_bag, ident.handbag, ident.holds_object)
+    f, c = _facts(ident, view), _carried(ident)
+    up, low, shoes = ident.upper, ident.lower, ident.shoes
     on = {
         "personalFemale": ident.female, "personalMale": not ident.female,
-        "personalLess15": ident.age == "less18", "personalLess30": ident.age == "18to60",
+        "personalLess15": ident.age == "less18", "personalLess30": ident.age == "18to30",
+        "personalLess45": ident.age == "31to45", "personalLess60": ident.age == "46to60",
         "personalLarger60": ident.age == "over60",
-        "hairLong": ident.long_hair, "hairShort": not ident.long_hair,
-        f"hair{_HAIR_WORD[ident.hair]}": True,
+        "hairBald": ident.bald, "hairLong": ident.long_hair,
+        "hairShort": not (ident.long_hair or ident.bald),
+        f"hair{_HAIR_WORD[ident.hair]}": not ident.bald,
         "accessoryHat": ident.hat, "accessorySunglasses": ident.glasses,
-        "accessoryNothing": not (ident.hat or ident.glasses),
-        "upperBodyShortSleeve": ident.upper == "short_sleeve",
-        "upperBodyLongSleeve": ident.upper in ("long_sleeve", "coat"),
-        "upperBodyJacket": ident.upper == "coat",
+        "accessoryMuffler": ident.scarf,
+        "accessoryNothing": not (ident.hat or ident.glasses or ident.scarf),
+        "upperBodyShortSleeve": up in _TOPS_SHORT, "upperBodyLongSleeve": up in _TOPS_LONG,
+        "upperBodyNoSleeve": up == "vest", "upperBodyTshirt": up == "tshirt",
+        "upperBodyVNeck": up == "vneck", "upperBodySweater": up == "sweater",
+        "upperBodyJacket": up in ("jacket", "cotton", "coat"),
+        "upperBodySuit": up == "suit", "upperBodyFormal": up == "suit",
+        "upperBodyCasual": up != "suit", "upperBodyOther": up in ("shirt", "tight"),
         "upperBodyLogo": ident.upper_pattern == "logo",
         "upperBodyPlaid": ident.upper_pattern == "plaid",
         "upperBodyThinStripes": ident.upper_pattern == "stride",
-        "lowerBodyTrousers": ident.lower == "trousers", "lowerBodyShorts": ident.lower == "shorts",
-        "lowerBodyShortSkirt": ident.lower in ("skirt", "dress"),
+        "lowerBodyTrousers": low in ("trousers", "tight"), "lowerBodyJeans": low == "jeans",
+        "lowerBodyShorts": low == "shorts",
+        "lowerBodyShortSkirt": low in ("short_skirt", "dress"),
+        "lowerBodyLongSkirt": low == "skirt",
+        "lowerBodyFormal": up == "suit", "lowerBodyCasual": up != "suit",
         "lowerBodyThinStripes": ident.lower_pattern == "stripe",
         f"lowerBody{f['lower_colour']}": True,
-        "footwearBoots": ident.boots, "footwearShoes": not ident.boots,
+        "footwearBoots": shoes == "boots", "footwearLeatherShoes": shoes == "leather",
+        "footwearSneaker": shoes == "sneaker", "footwearSandals": shoes == "sandal",
+        "footwearShoes": shoes in ("casual", "cloth"),
         f"footwear{f['shoe_colour']}": True,
         "carryingBackpack": ident.backpack, "carryingMessengerBag": ident.shoulder_bag,
-        "carryingOther": ident.handbag or ident.holds_object,
-        "carryingNothing": not any(carried),
+        "carryingPlasticBags": c["plastic"], "carryingLuggageCase": c["trunk"],
+        "carryingUmbrella": c["umbrella"],
+        "carryingOther": ident.handbag or ident.holds_object or c["paper"],
+        "carryingNothing": not c["anything"],
     }
     return {k for k, v in on.items() if v} | {f"upperBody{c}" for c in f["upper_colours"]}
 
 
+def _rap_common(ident, view: str) -> dict[str, bool]:
+    """The attributes RAP v1 and RAPv2 name alike."""
+    f, c = _facts(ident, view), _carried(ident)
+    up, low, shoes = ident.upper, ident.lower, ident.shoes
+    return {
+        "AgeLess16": ident.age == "less18", "Age17-30": ident.age == "18to30",
+        "Age31-45": ident.age == "31to45", f["body"]: True,
+        "Customer": not ident.clerk,
+        "hs-BaldHead": ident.bald, "hs-LongHair": ident.long_hair,
+        "hs-BlackHair": ident.hair == "black" and not ident.bald,
+        "hs-Hat": ident.hat, "hs-Glasses": ident.glasses, "hs-Muffler": ident.scarf,
+        "ub-Shirt": up == "shirt", "ub-Sweater": up == "sweater", "ub-Vest": up == "vest",
+        "ub-TShirt": up in _TOPS_SHORT, "ub-Cotton": up == "cotton", "ub-SuitUp": up == "suit",
+        "ub-Tight": up == "tight", "ub-ShortSleeve": up in _TOPS_SHORT,
+        "lb-LongTrousers": low == "trousers", "lb-Skirt": low == "skirt",
+        "lb-ShortSkirt": low == "short_skirt", "lb-Dress": low == "dress",
+        "lb-Jeans": low == "jeans", "lb-TightTrousers": low == "tight",
+        "shoes-Leather": shoes == "leather", "shoes-Boots": shoes == "boots",
+        "shoes-Cloth": shoes == "cloth",
+        "action-Calling": ident.calling, "action-Holding": ident.holds_object,
+        "action-Pulling": c["trunk"],
+        f["face"]: True,
+    }
+
+
 def rap_positives(ident, view: str) -> set[str]:
     """RAP v1 attributes that are 1 for ``ident`` seen from ``view``."""
-    f = _facts(ident, view)
+    f, c = _facts(ident, view), _carried(ident)
     low, shoe = _gray(f["lower_colour"]), _gray(f["shoe_colour"])
     on = {
-        "Female": ident.female, "AgeLess16": ident.age == "less18",
-        "Age17-30": ident.age == "18to60", f["body"]: True,
-        "hs-LongHair": ident.long_hair, "hs-BlackHair": ident.hair == "black",
-        "hs-Hat": ident.hat, "hs-Glasses": ident.glasses,
-        "ub-Shirt": ident.upper == "long_sleeve", "ub-Jacket": ident.upper == "coat",
-        "ub-ShortSleeve": ident.upper == "short_sleeve",
-        "lb-LongTrousers": ident.lower == "trousers", "lb-ShortSkirt": ident.lower == "skirt",
-        "lb-Dress": ident.lower == "dress",
-        "shoes-Boots": ident.boots, "shoes-Casual": not ident.boots,
+        **_rap_common(ident, view),
+        "Female": ident.female, "Clerk": ident.clerk,
+        "ub-Jacket": ident.upper in ("jacket", "coat"),  # v1 has no "Others" top
+        "shoes-Sport": ident.shoes == "sneaker",
+        "shoes-Casual": ident.shoes in ("casual", "sandal"),  # v1 has no sandals
         "attach-Backpack": ident.backpack, "attach-SingleShoulderBag": ident.shoulder_bag,
-        "attach-HandBag": ident.handbag, "action-Holding": ident.holds_object,
-        f["face"]: True,
+        "attach-HandBag": ident.handbag, "attach-Box": ident.holds_object,
+        "attach-PlasticBag": c["plastic"], "attach-PaperBag": c["paper"],
+        "attach-HandTrunk": c["trunk"], "attach-Other": c["umbrella"],
+        "action-CarrybyHand": c["in_hand"],
         "up-Mixture": f["upper_mixture"], "low-Mixture": f["lower_mixture"],
         f"low-{low}": low in _RAP1_LOW, f"shoes-{shoe}": shoe in _RAP1_SHOES,
     }
@@ -682,21 +753,21 @@ def rap_positives(ident, view: str) -> set[str]:
 
 def rap2_positives(ident, view: str) -> set[str]:
     """RAPv2 attributes (RAP_zs's vocabulary) that are 1 for ``ident`` seen from ``view``."""
-    f = _facts(ident, view)
+    f, c = _facts(ident, view), _carried(ident)
     up = lambda c: "up-ColorRed" if c == "Red" else f"ub-Color{c}"  # noqa: E731 (RAPv2's name)
     on = {
-        "Femal": ident.female, "AgeLess16": ident.age == "less18",
-        "Age17-30": ident.age == "18to60", "AgeBiger60": ident.age == "over60", f["body"]: True,
-        "hs-LongHair": ident.long_hair, "hs-BlackHair": ident.hair == "black",
-        "hs-Hat": ident.hat, "hs-Glasses": ident.glasses,
-        "ub-Shirt": ident.upper == "long_sleeve", "ub-Jacket": ident.upper == "coat",
-        "ub-ShortSleeve": ident.upper == "short_sleeve",
-        "lb-LongTrousers": ident.lower == "trousers", "lb-Shorts": ident.lower == "shorts",
-        "lb-ShortSkirt": ident.lower == "skirt", "lb-Dress": ident.lower == "dress",
-        "shoes-Boots": ident.boots, "shoes-Casual": not ident.boots,
+        **_rap_common(ident, view),
+        "Femal": ident.female, "Age46-60": ident.age == "46to60",
+        "AgeBiger60": ident.age == "over60", "Employee": ident.clerk,
+        "ub-Jacket": ident.upper == "jacket", "ub-Others": ident.upper == "coat",
+        "lb-Shorts": ident.lower == "shorts",
+        "shoes-Sports": ident.shoes == "sneaker", "shoes-Sandals": ident.shoes == "sandal",
+        "shoes-Casual": ident.shoes == "casual",
         "attachment-Backpack": ident.backpack, "attachment-ShoulderBag": ident.shoulder_bag,
-        "attachment-HandBag": ident.handbag, "action-Holding": ident.holds_object,
-        f["face"]: True,
+        "attachment-HandBag": ident.handbag, "attachment-Box": ident.holds_object,
+        "attachment-PlasticBag": c["plastic"], "attachment-PaperBag": c["paper"],
+        "attachment-HandTrunk": c["trunk"], "attachment-Other": c["umbrella"],
+        "action-CarryingByHand": c["in_hand"],
         "ub-ColorMixture": f["upper_mixture"], "lb-ColorMixture": f["lower_mixture"],
         f"lb-Color{_gray(f['lower_colour'])}": True,
         f"shoes-Color{_gray(f['shoe_colour'])}": True,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench.data.synth.people import COLOURS, Identity, colour_rgb
+from bench.data.synth.people import COLOURS, SHORT_SLEEVED, SKIRTS, Identity, colour_rgb
 
 LIP_CLASSES = (
     "Background", "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes", "Dress", "Coat",
@@ -74,6 +74,12 @@ def skeleton(ident: Identity, pose: str, phase: float) -> dict[str, np.ndarray]:
         bend = 0.25 if pose == "walk" else 0.5
         wrist = elbow + fore * v(0.05 * sgn, math.cos(arm + bend), math.sin(arm + bend))
         j[f"{side}_elbow"], j[f"{side}_wrist"] = elbow, wrist
+    if pose == "walk" and ident.calling:  # the right hand holds a phone to the right ear
+        j["r_elbow"] = j["r_shoulder"] + v(-0.05, 0.09, 0.11)
+        j["r_wrist"] = j["r_ear"] + v(-0.015, 0.015, 0.02)
+    elif pose == "walk" and ident.hand_item == "trunk":  # right arm back, pulling a suitcase
+        j["r_elbow"] = j["r_shoulder"] + upper * v(-0.1, 0.93, -0.35)
+        j["r_wrist"] = j["r_elbow"] + fore * v(-0.05, 0.85, -0.52)
     return j
 
 
@@ -139,7 +145,7 @@ def rasterise(prim: Prim, shape_hw) -> tuple[tuple[slice, slice], np.ndarray] | 
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull (Andrew's monotone chain), counter-clockwise in image coordinates."""
+    """Convex hull (Andrew's monotone chain), counter-clockwise (see rasterise)."""
     pts = sorted(set(map(tuple, np.round(points, 4))))
     if len(pts) < 3:
         return np.array(pts)
@@ -156,8 +162,9 @@ def _hull(points: np.ndarray) -> np.ndarray:
         while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
             upper.pop()
         upper.append(p)
-    hull = np.array(lower[:-1] + upper[:-1])
-    return hull[::-1]  # y points down: reverse to keep "inside = left of edge"
+    # counter-clockwise in the algebraic sense (every turn has cross > 0), whichever way y
+    # points on screen: rasterise's "inside = left of every edge" test is that same sign
+    return np.array(lower[:-1] + upper[:-1])
 
 
 # --------------------------------------------------------------------------------------
@@ -199,71 +206,133 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
         pa, pb = P(a), P(b)
         return (pa[0] + t * (pb[0] - pa[0]), pa[1] + t * (pb[1] - pa[1]))
 
+    def P3(p):
+        x, y, _ = project(np.asarray(p, dtype=np.float64), yaw)
+        return (foot_x + s * x, oy + s * y)
+
+    def D3(p):
+        return project(np.asarray(p, dtype=np.float64), yaw)[2]
+
     def poly3d(points3d, dz, label, mat):
         proj = np.array([project(p, yaw) for p in points3d])
         xy = np.stack([foot_x + s * proj[:, 0], oy + s * proj[:, 1]], 1)
         prims.append(Prim(float(proj[:, 2].mean()) + dz, label, mat, "poly", (_hull(xy),)))
 
     b = ident.build
-    top_label = {"short_sleeve": L["UpperClothes"], "long_sleeve": L["UpperClothes"],
-                 "coat": L["Coat"]}[ident.upper]
-    if ident.lower == "dress" and ident.upper != "coat":
+    outer = ident.upper in ("coat", "jacket", "cotton", "suit")  # LIP's Coat class
+    top_label = L["Coat"] if outer else L["UpperClothes"]
+    if ident.lower == "dress" and not outer:
         top_label = L["Dress"]
-    # torso: a box between shoulders and hips, with some thickness
-    th = 0.06 * b
-    torso = [np.array([x, y, z]) for x, y in ((0.125 * b, -0.345), (-0.125 * b, -0.345),
-                                               (0.105 * b, 0.02), (-0.105 * b, 0.02))
+    # torso: a box between shoulders and hips, with some thickness (puffy or fitted tops)
+    wide = {"cotton": 1.15, "tight": 0.92}.get(ident.upper, 1.0)
+    th = 0.06 * b * wide
+    torso = [np.array([x, y, z]) for x, y in ((0.125 * b * wide, -0.345),
+                                               (-0.125 * b * wide, -0.345),
+                                               (0.105 * b * wide, 0.02), (-0.105 * b * wide, 0.02))
              for z in (-th, th)]
     poly3d(torso, 0.0, top_label, "upper")
     cap("neck", "head", 0.03, 0.03, L["Face"], "skin", dz=-0.01)
+    # what the front of the top shows (hidden from behind by the torso: painter's order)
+    front = th + 0.004
+    if ident.upper == "tshirt":  # round neck
+        poly3d([np.array([x, y, front]) for x, y in ((0.035, -0.345), (-0.035, -0.345),
+                                                       (0.02, -0.315), (-0.02, -0.315))],
+               0.0, L["Face"], "skin")
+    elif ident.upper in ("vneck", "suit"):  # bare chest / white shirt in a V
+        poly3d([np.array([x, y, front]) for x, y in ((0.045, -0.345), (-0.045, -0.345),
+                                                       (0.0, -0.25))],
+               0.0, L["Face"] if ident.upper == "vneck" else top_label,
+               "skin" if ident.upper == "vneck" else "white")
+        if ident.upper == "suit":  # and a tie
+            cap_pts(P3((0, -0.335, front + 0.002)), P3((0, -0.24, front + 0.002)),
+                    D3((0, -0.3, front + 0.003)), 0.011, 0.014, top_label, "tie")
+    elif ident.upper == "jacket":  # zip
+        cap_pts(P3((0, -0.34, front)), P3((0, 0.0, front)), D3((0, -0.17, front + 0.001)),
+                0.007, 0.007, top_label, "upper_dark")
+    if ident.upper == "sweater":  # ribbed hem
+        poly3d([np.array([x, y, z]) for x, y in ((0.108 * b, -0.02), (-0.108 * b, -0.02),
+                                                  (0.108 * b, 0.025), (-0.108 * b, 0.025))
+                for z in (-th - 0.003, th + 0.003)], 0.001, top_label, "upper_dark")
+    if ident.clerk:  # apron: a panel on the front, its band round the waist
+        poly3d([np.array([x, y, front + 0.004]) for x, y in ((0.085 * b, -0.2), (-0.085 * b, -0.2),
+                                                               (0.09 * b, 0.2), (-0.09 * b, 0.2))],
+               0.0, L["UpperClothes"], "apron")
+        band = 0.11 * b * wide
+        poly3d([np.array([x, y, z]) for x in (band, -band) for y in (-0.07, -0.045)
+                for z in (-th - 0.006, th + 0.006)], 0.002, L["UpperClothes"], "apron")
     # legs, lower garments, shoes
-    lower_lab = {"trousers": L["Pants"], "shorts": L["Pants"]}.get(ident.lower)
+    lower_lab = L["Pants"]
+    thin = 0.82 if ident.lower == "tight" else 1.0
     for side, leg, shoe in (("l", L["Left-leg"], L["Left-shoe"]), ("r", L["Right-leg"], L["Right-shoe"])):
         hip, knee, ankle = f"{side}_hip", f"{side}_knee", f"{side}_ankle"
-        if ident.lower == "trousers":
-            cap(hip, knee, 0.055, 0.045, lower_lab, "lower")
-            cap(knee, ankle, 0.045, 0.038, lower_lab, "lower")
+        if ident.lower in ("trousers", "jeans", "tight"):
+            cap(hip, knee, 0.055 * thin, 0.045 * thin, lower_lab, "lower")
+            cap(knee, ankle, 0.045 * thin, 0.038 * thin, lower_lab, "lower")
         else:
             cap(hip, knee, 0.05, 0.042, leg, "skin")
             cap(knee, ankle, 0.04, 0.032, leg, "skin")
             if ident.lower == "shorts":
                 cap_pts(P(hip), lerp(hip, knee, 0.6), (D(hip) + D(knee)) / 2 + 0.001,
                         0.058, 0.052, lower_lab, "lower")
-        toe = np.array(j[ankle]) + np.array([0, 0.015, 0.06])
-        tp = project(toe, yaw)
-        toe_xy = (foot_x + s * tp[0], oy + s * tp[1])
-        boot_top = lerp(knee, ankle, 0.55 if ident.boots else 0.92)
-        cap_pts(boot_top, P(ankle), D(ankle) + 0.002, 0.038, 0.036, shoe, "shoes")
-        cap_pts(P(ankle), toe_xy, (D(ankle) + tp[2]) / 2 + 0.002, 0.034, 0.03, shoe, "shoes")
-    if ident.lower in ("skirt", "dress") or ident.upper == "coat":
-        hem = 0.2 if ident.lower in ("skirt", "dress") else 0.24
-        flare = 1.45 if ident.lower in ("skirt", "dress") else 1.25
+        toe = P3(np.array(j[ankle]) + np.array([0, 0.015, 0.06]))
+        dtoe = D3(np.array(j[ankle]) + np.array([0, 0.015, 0.06]))
+        dfoot = (D(ankle) + dtoe) / 2 + 0.002
+        if ident.shoes == "sandal":  # bare foot, one strap across it
+            cap_pts(P(ankle), toe, dfoot, 0.03, 0.027, shoe, "skin")
+            mid = ((P(ankle)[0] + toe[0]) / 2, (P(ankle)[1] + toe[1]) / 2)
+            prims.append(Prim(dfoot + 0.001, shoe, "shoes", "ellipse", (mid, 0.022 * s, 0.014 * s)))
+            continue
+        top = lerp(knee, ankle, 0.55 if ident.boots else 0.92)
+        cap_pts(top, P(ankle), D(ankle) + 0.002, 0.038, 0.036, shoe, "shoes")
+        cap_pts(P(ankle), toe, dfoot, 0.034, 0.03, shoe, "shoes")
+        if ident.shoes == "sneaker":  # white sole
+            down = 0.024 * s
+            cap_pts((P(ankle)[0], P(ankle)[1] + down), (toe[0], toe[1] + down), dfoot + 0.001,
+                    0.012, 0.012, shoe, "white")
+        elif ident.shoes == "cloth":  # white toe cap
+            prims.append(Prim(dfoot + 0.001, shoe, "white", "ellipse", (toe, 0.022 * s, 0.02 * s)))
+        elif ident.shoes == "leather":  # shine on the toe
+            prims.append(Prim(dfoot + 0.001, shoe, "shine", "ellipse", (toe, 0.01 * s, 0.008 * s)))
+    if ident.lower in SKIRTS:
+        hem, flare = {"short_skirt": (0.11, 1.35), "skirt": (0.33, 1.5),
+                      "dress": (0.2, 1.45)}[ident.lower]
         skirt = [np.array([x, y, z]) for x, y in ((0.1 * b, -0.02), (-0.1 * b, -0.02),
                                                    (0.1 * b * flare, hem), (-0.1 * b * flare, hem))
                  for z in (-0.07, 0.07)]
-        lab = (L["Coat"] if ident.upper == "coat" else
-               L["Dress"] if ident.lower == "dress" else L["Skirt"])
-        poly3d(skirt, 0.02, lab, "upper" if lab != L["Skirt"] else "lower")
-    # arms
+        dress = ident.lower == "dress"
+        poly3d(skirt, 0.02, top_label if dress else L["Skirt"], "upper" if dress else "lower")
+    if ident.upper == "coat":
+        coat = [np.array([x, y, z]) for x, y in ((0.1 * b, -0.02), (-0.1 * b, -0.02),
+                                                  (0.125 * b, 0.24), (-0.125 * b, 0.24))
+                for z in (-0.075, 0.075)]
+        poly3d(coat, 0.021, L["Coat"], "upper")
+    # arms: sleeves by kind of top (none for a vest), a sweater's cuffs
+    sleeve = top_label
+    fat = {"cotton": 1.2, "tight": 0.82}.get(ident.upper, 1.0)
     for side, arm in (("l", L["Left-arm"]), ("r", L["Right-arm"])):
         sh, el, wr = f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist"
-        sleeve = L["Coat"] if ident.upper == "coat" else (
-            L["Dress"] if top_label == L["Dress"] else L["UpperClothes"])
-        if ident.upper == "short_sleeve":
+        if ident.upper in SHORT_SLEEVED or ident.upper == "vest":
             cap(sh, el, 0.036, 0.03, arm, "skin", dz=0.001)
-            cap_pts(P(sh), lerp(sh, el, 0.45), (D(sh) + D(el)) / 2 + 0.002, 0.045, 0.04,
-                    sleeve, "upper")
+            if ident.upper != "vest":
+                cap_pts(P(sh), lerp(sh, el, 0.45), (D(sh) + D(el)) / 2 + 0.002, 0.045, 0.04,
+                        sleeve, "upper")
             cap(el, wr, 0.03, 0.026, arm, "skin", dz=0.001)
         else:
-            cap(sh, el, 0.042, 0.036, sleeve, "upper", dz=0.001)
-            cap(el, wr, 0.036, 0.032, sleeve, "upper", dz=0.001)
+            cap(sh, el, 0.042 * fat, 0.036 * fat, sleeve, "upper", dz=0.001)
+            cap(el, wr, 0.036 * fat, 0.032 * fat, sleeve, "upper", dz=0.001)
+            if ident.upper == "sweater":
+                cap_pts(lerp(el, wr, 0.8), P(wr), D(wr) + 0.002, 0.037, 0.035, sleeve,
+                        "upper_dark")
         prims.append(Prim(D(wr) + 0.003, arm, "skin", "ellipse", (P(wr), 0.028 * s, 0.03 * s)))
-    # head, hair, hat, glasses
+    # head, hair (receding from 31, none when bald), hat, glasses, scarf
     hx, hy = P("head")
     prims.append(Prim(D("head"), L["Face"], "skin", "ellipse", ((hx, hy), 0.058 * s, 0.068 * s)))
     hair_dz = 0.2 if view == "back" else -0.05
-    prims.append(Prim(D("head") + hair_dz, L["Hair"], "hair", "ellipse",
-                      ((hx, hy - 0.022 * s), 0.064 * s, 0.058 * s)))
+    older = ident.age in ("31to45", "46to60", "over60")
+    if not ident.bald:
+        prims.append(Prim(D("head") + hair_dz, L["Hair"], "hair", "ellipse",
+                          ((hx, hy - (0.032 if older else 0.022) * s), 0.064 * s,
+                           (0.05 if older else 0.058) * s)))
     if ident.long_hair:
         back = np.array(j["head"]) + np.array([0, 0.0, -0.04])
         low = np.array(j["neck"]) + np.array([0, 0.1, -0.05])
@@ -278,6 +347,11 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
     if ident.glasses and view != "back":
         prims.append(Prim(D("l_eye") + 0.1, L["Sunglasses"], "glasses", "capsule",
                           (P("l_eye"), P("r_eye"), 0.016 * s, 0.016 * s)))
+    if ident.scarf:  # wound round the neck, one end hanging down the front
+        cap_pts(P3((0.075, -0.352, 0.0)), P3((-0.075, -0.352, 0.0)), D("neck") + 0.3,
+                0.03, 0.03, L["Scarf"], "scarf")
+        cap_pts(P3((0.035, -0.35, 0.075)), P3((0.045, -0.22, 0.075)), D3((0.04, -0.3, 0.075)),
+                0.02, 0.022, L["Scarf"], "scarf")
     # accessories (LIP has no class for them: background label, but part of the person)
     if ident.backpack:
         pack = [np.array([x, y, z]) for x, y in ((0.09 * b, -0.33), (-0.09 * b, -0.33),
@@ -300,6 +374,29 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
         box = [np.array([x, y, z]) for x, y in ((0.07, -0.22), (-0.07, -0.22), (0.07, -0.08),
                                                  (-0.07, -0.08)) for z in (0.08, 0.14)]
         poly3d(box, 0.0, L["Background"], "object")
+    wr = np.array(j["r_wrist"])
+    if pose != "walk":  # seated people and riders put it down
+        pass
+    elif ident.hand_item == "plastic_bag":  # white, hanging from the right hand
+        prims.append(Prim(D("r_wrist") + 0.012, L["Background"], "plastic", "ellipse",
+                          (P3(wr + np.array([0, 0.075, 0])), 0.05 * s, 0.065 * s)))
+    elif ident.hand_item == "paper_bag":  # brown and square, hanging from the right hand
+        poly3d([wr + np.array([x, y, z]) for x in (-0.045, 0.045) for y in (0.02, 0.15)
+                for z in (-0.03, 0.03)], 0.012, L["Background"], "paper")
+    elif ident.hand_item == "trunk":  # a suitcase on the floor behind, pulled by its handle
+        foot = max(j["l_ankle"][1], j["r_ankle"][1]) + 0.03
+        case = [np.array([x, y, z]) for x in (-0.2, -0.12) for y in (foot - 0.2, foot)
+                for z in (-0.34, -0.2)]
+        poly3d(case, 0.0, L["Background"], "case")
+        cap_pts(P("r_wrist"), P3((-0.16, foot - 0.2, -0.27)), D3((-0.16, foot - 0.2, -0.27)),
+                0.008, 0.008, L["Background"], "case")
+    elif ident.hand_item == "umbrella":  # closed, its tip on the floor
+        foot = max(j["l_ankle"][1], j["r_ankle"][1]) + 0.03
+        cap_pts(P("r_wrist"), P3(wr * np.array([1, 0, 1]) + np.array([0, foot, 0.06])),
+                D("r_wrist") + 0.01, 0.014, 0.01, L["Background"], "umbrella")
+    if ident.calling and pose == "walk":  # the phone in the right hand at the ear
+        prims.append(Prim(D("r_wrist") + 0.01, L["Background"], "phone", "ellipse",
+                          (P("r_wrist"), 0.014 * s, 0.026 * s)))
     prims.sort(key=lambda p: p.depth)
 
     # keypoints with COCO visibility
@@ -321,7 +418,12 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
         "upper2": colour_rgb(ident.upper_colour2), "lower": colour_rgb(ident.lower_colour),
         "shoes": colour_rgb(ident.shoe_colour), "hat": colour_rgb(ident.hat_colour),
         "glasses": (15, 15, 15), "bag": colour_rgb(ident.bag_colour), "object": (150, 110, 60),
-        "bike": (60, 60, 60),
+        "bike": (60, 60, 60), "white": (238, 238, 235), "tie": (150, 20, 30),
+        "upper_dark": tuple(int(c * 0.55) for c in colour_rgb(ident.upper_colour)),
+        "scarf": colour_rgb(ident.scarf_colour), "apron": colour_rgb(ident.apron_colour),
+        "plastic": (228, 228, 220), "paper": (176, 134, 84), "case": colour_rgb(ident.bag_colour),
+        "umbrella": (30, 30, 45), "phone": (20, 20, 25),
+        "shine": (235, 235, 235),
     }
     return Person(prims, kp, palette, view)
 
@@ -387,8 +489,15 @@ def paint(canvas: np.ndarray, labels: np.ndarray, inst: np.ndarray, person: Pers
         ys, xs = np.mgrid[sl]
         if prim.material == "upper":
             colour = _pattern(colour, ident.upper_pattern, xs, ys, pal["upper2"], person, h)
+            if ident.upper == "cotton":  # quilted: a darker seam every few rows
+                colour[(ys // max(2, h // 40)) % 3 == 0] *= 0.7
         elif prim.material == "lower":
             colour = _lower_pattern(colour, ident.lower_pattern, xs, ys, pal["upper2"] * 0.5)
+            if ident.lower == "jeans":  # faded at the knees
+                knee_y = person.keypoints[13:15, 1].mean()
+                colour[np.abs(ys + 0.5 - knee_y) <= max(1.5, 0.025 * h)] *= 1.45
+        elif prim.material == "hair" and ident.age == "46to60":  # grey streaks
+            colour[(xs // 2) % 2 == 0] = (150, 150, 150)
         region[m] = colour[m]
         if prim.material == "bike":  # ridden, not worn: not part of the person
             continue
@@ -531,10 +640,9 @@ def render_scene(idents: list[Identity], cam: Camera, h: int, w: int,
         n = int(vis.sum())
         kp = person.keypoints.copy()
         for k in range(17):
-            x, y = int(kp[k, 0]), int(kp[k, 1])
-            if not (0 <= x < w and 0 <= y < h):
+            if not (0 <= kp[k, 0] < w and 0 <= kp[k, 1] < h):  # int() truncates -0.5 to 0
                 kp[k, 2] = 0
-            elif kp[k, 2] == 2 and inst[y, x] > i + 1:
+            elif kp[k, 2] == 2 and inst[int(kp[k, 1]), int(kp[k, 0])] > i + 1:
                 kp[k, 2] = 1  # hidden by a nearer person
         instances.append(Instance(ident.pid, kind, full_boxes[i], _box(vis),
                                   n / max(full_counts[i], 1), n, kp, person.view))

@@ -31,8 +31,11 @@ from bench.errors import BenchError
 from bench.io import atomic_write_json
 
 # Bumped whenever a size's content changes, so a cached world of an older generator is not
-# reused: 2 tripled the smoke attribute datasets (PA100k 160 -> 480, PETA and RAP 120 -> 360).
-GENERATOR_VERSION = 2
+# reused: 2 tripled the smoke attribute datasets (PA100k 160 -> 480, PETA and RAP 120 -> 360);
+# 3 drew the torso, skirts, coats' skirts, backpacks and held boxes (polygons were wound the
+# wrong way and never filled) and added the people's fields that PETA's and RAP's evaluated
+# attributes need (people.py).
+GENERATOR_VERSION = 3
 SIZES = ("smoke", "small", "large")
 
 # Writers, in generation order: (format family, module, dataset folders it writes).
