@@ -186,7 +186,7 @@ class Attribute:
         both, their difference and its 95% paired-bootstrap interval (the test images
         resampled with replacement, the same resample for both runs)."""
         gt, probs, names = _load_predictions(path, data)
-        gt_b, probs_b, names_b = _load_predictions(baseline, data)
+        _, probs_b, names_b = _load_predictions(baseline, data)
         if sorted(names) != sorted(names_b):
             raise BenchError(f"{baseline}: its test images differ from those of {path}")
         order = {n: i for i, n in enumerate(names_b)}
