@@ -93,11 +93,9 @@ def pretrained_here(ctx) -> str | None:
                                 f"[backbones.{ctx.backbone}] weights to a checkpoint file)",
                                 issue=6)
     profile = ctx.profile if ctx.profile in ("smoke", "paper") else "smoke"
-    # the run's precision: a bf16 profile (smoke, on a CPU too) pretrains under bf16 autocast,
-    # except on a CPU without native bf16, where both run in fp32 (bench.env.run_precision)
-    from bench.env import run_precision
-
-    bf16 = run_precision(ctx.config.profiles[ctx.profile].precision, ctx.device) == "bf16"
+    # the run's precision (TaskContext.precision): a bf16 profile (smoke, on a CPU too)
+    # pretrains under bf16 autocast, except on a CPU without native bf16, where both run in fp32
+    bf16 = ctx.precision == "bf16"
     pcfg = profile_config(method, profile, arch=arch, seed=ctx.seed,
                           precision="bf16" if bf16 else "fp32", cpu_autocast=bf16)
     dest = default_out_dir(ctx.config, pcfg)

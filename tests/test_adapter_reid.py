@@ -108,17 +108,15 @@ def test_weights_pretrain_means_pretrain_here(tmp_path, monkeypatch):
 
     def fake_train(pcfg, dest, bench_cfg=None, device=None, progress=None):
         calls.append((pcfg.method, pcfg.arch, pcfg.profile))
-        # the run's profile precision (smoke: bf16) applies to its pretraining, CPU included
+        # the run's precision (smoke on a CPU with bf16 units: bf16) applies to its pretraining
         assert (pcfg.precision, pcfg.cpu_autocast) == ("bf16", True)
         raise BenchError("stop here")  # the real training is tested in test_pretrain.py
 
     monkeypatch.setattr(bp, "train", fake_train)
-    import bench.env
-    monkeypatch.setattr(bench.env, "native_cpu_bf16", lambda: True)  # a CPU with bf16 units
     from bench.console import Output
     ctx = type("C", (), {"backbone": "solider_swin_t", "profile": "smoke", "seed": 0,
-                         "device": "cpu", "config": _ctx_cfg(tmp_path), "log": lambda s, m: None,
-                         "out": Output(quiet=True)})()
+                         "device": "cpu", "precision": "bf16", "config": _ctx_cfg(tmp_path),
+                         "log": lambda s, m: None, "out": Output(quiet=True)})()
     with pytest.raises(BenchError, match="stop here"):
         _engine.pretrained_here(ctx)
     assert calls == [("solider", "swin_t", "smoke")]
