@@ -137,6 +137,7 @@ from PIL import Image
 
 from bench.data.base import (DataError, Problems, encode_image, image_ok, load_mat,
                              problems_or_strict, require_dir, safe_load_pickle)
+from bench.data.synth.people import LONG_SLEEVED, SHORT_SLEEVED
 from bench.io import atomic_write_bytes
 
 # --------------------------------------------------------------------------------------
@@ -647,10 +648,6 @@ def _facts(ident, view: str) -> dict[str, Any]:
     }
 
 
-_TOPS_SHORT = ("tshirt", "vneck")
-_TOPS_LONG = ("shirt", "sweater", "jacket", "cotton", "suit", "tight", "coat")
-
-
 def _carried(ident) -> dict[str, bool]:
     """What the person carries, by where: the hand items, bags and the box held in front."""
     item = ident.hand_item
@@ -676,7 +673,7 @@ def peta_positives(ident, view: str) -> set[str]:
         "accessoryHat": ident.hat, "accessorySunglasses": ident.glasses,
         "accessoryMuffler": ident.scarf,
         "accessoryNothing": not (ident.hat or ident.glasses or ident.scarf),
-        "upperBodyShortSleeve": up in _TOPS_SHORT, "upperBodyLongSleeve": up in _TOPS_LONG,
+        "upperBodyShortSleeve": up in SHORT_SLEEVED, "upperBodyLongSleeve": up in LONG_SLEEVED,
         "upperBodyNoSleeve": up == "vest", "upperBodyTshirt": up == "tshirt",
         "upperBodyVNeck": up == "vneck", "upperBodySweater": up == "sweater",
         "upperBodyJacket": up in ("jacket", "cotton", "coat"),
@@ -717,8 +714,8 @@ def _rap_common(ident, view: str) -> dict[str, bool]:
         "hs-BlackHair": ident.hair == "black" and not ident.bald,
         "hs-Hat": ident.hat, "hs-Glasses": ident.glasses, "hs-Muffler": ident.scarf,
         "ub-Shirt": up == "shirt", "ub-Sweater": up == "sweater", "ub-Vest": up == "vest",
-        "ub-TShirt": up in _TOPS_SHORT, "ub-Cotton": up == "cotton", "ub-SuitUp": up == "suit",
-        "ub-Tight": up == "tight", "ub-ShortSleeve": up in _TOPS_SHORT,
+        "ub-TShirt": up in SHORT_SLEEVED, "ub-Cotton": up == "cotton", "ub-SuitUp": up == "suit",
+        "ub-Tight": up == "tight", "ub-ShortSleeve": up in SHORT_SLEEVED,
         "lb-LongTrousers": low == "trousers", "lb-Skirt": low == "skirt",
         "lb-ShortSkirt": low == "short_skirt", "lb-Dress": low == "dress",
         "lb-Jeans": low == "jeans", "lb-TightTrousers": low == "tight",

@@ -40,6 +40,7 @@ UPPER_PATTERNS = ("plain", "stride", "plaid", "logo", "splice")
 # Bottoms: trousers, jeans (faded at the knees), tight trousers (thin legs), shorts, short
 # skirt (mid-thigh), skirt (below the knee), dress (the top's colour continued).
 LOWER_KINDS = ("trousers", "jeans", "tight", "shorts", "short_skirt", "skirt", "dress")
+LONG_LEGGED = ("trousers", "jeans", "tight")
 SKIRTS = ("short_skirt", "skirt", "dress")
 LOWER_PATTERNS = ("plain", "stripe", "pattern")
 # Shoes: plain casual shoes, sneakers (white sole), leather shoes (dark, shiny toe), cloth
@@ -120,7 +121,7 @@ class Identity:
             "LowerStripe": self.lower_pattern == "stripe",
             "LowerPattern": self.lower_pattern == "pattern",
             "LongCoat": self.upper == "coat",
-            "Trousers": self.lower in ("trousers", "jeans", "tight"),
+            "Trousers": self.lower in LONG_LEGGED,
             "Shorts": self.lower == "shorts", "Skirt&Dress": self.lower in SKIRTS,
             "boots": self.boots,
         }

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench.data.synth.people import COLOURS, SHORT_SLEEVED, SKIRTS, Identity, colour_rgb
+from bench.data.synth.people import (COLOURS, LONG_LEGGED, SHORT_SLEEVED, SKIRTS, Identity,
+                                     colour_rgb)
 
 LIP_CLASSES = (
     "Background", "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes", "Dress", "Coat",
@@ -265,7 +266,7 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
     thin = 0.82 if ident.lower == "tight" else 1.0
     for side, leg, shoe in (("l", L["Left-leg"], L["Left-shoe"]), ("r", L["Right-leg"], L["Right-shoe"])):
         hip, knee, ankle = f"{side}_hip", f"{side}_knee", f"{side}_ankle"
-        if ident.lower in ("trousers", "jeans", "tight"):
+        if ident.lower in LONG_LEGGED:
             cap(hip, knee, 0.055 * thin, 0.045 * thin, lower_lab, "lower")
             cap(knee, ankle, 0.045 * thin, 0.038 * thin, lower_lab, "lower")
         else:
@@ -274,9 +275,9 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
             if ident.lower == "shorts":
                 cap_pts(P(hip), lerp(hip, knee, 0.6), (D(hip) + D(knee)) / 2 + 0.001,
                         0.058, 0.052, lower_lab, "lower")
-        toe = P3(np.array(j[ankle]) + np.array([0, 0.015, 0.06]))
-        dtoe = D3(np.array(j[ankle]) + np.array([0, 0.015, 0.06]))
-        dfoot = (D(ankle) + dtoe) / 2 + 0.002
+        tx, ty, tz = project(np.array(j[ankle]) + np.array([0, 0.015, 0.06]), yaw)
+        toe = (foot_x + s * tx, oy + s * ty)
+        dfoot = (D(ankle) + tz) / 2 + 0.002
         if ident.shoes == "sandal":  # bare foot, one strap across it
             cap_pts(P(ankle), toe, dfoot, 0.03, 0.027, shoe, "skin")
             mid = ((P(ankle)[0] + toe[0]) / 2, (P(ankle)[1] + toe[1]) / 2)
@@ -375,22 +376,21 @@ def pose_person(ident: Identity, view: str, pose: str, phase: float, *, foot_x: 
                                                  (-0.07, -0.08)) for z in (0.08, 0.14)]
         poly3d(box, 0.0, L["Background"], "object")
     wr = np.array(j["r_wrist"])
-    if pose != "walk":  # seated people and riders put it down
-        pass
-    elif ident.hand_item == "plastic_bag":  # white, hanging from the right hand
+    item = ident.hand_item if pose == "walk" else "none"  # seated people and riders put it down
+    if item == "plastic_bag":  # white, hanging from the right hand
         prims.append(Prim(D("r_wrist") + 0.012, L["Background"], "plastic", "ellipse",
                           (P3(wr + np.array([0, 0.075, 0])), 0.05 * s, 0.065 * s)))
-    elif ident.hand_item == "paper_bag":  # brown and square, hanging from the right hand
+    elif item == "paper_bag":  # brown and square, hanging from the right hand
         poly3d([wr + np.array([x, y, z]) for x in (-0.045, 0.045) for y in (0.02, 0.15)
                 for z in (-0.03, 0.03)], 0.012, L["Background"], "paper")
-    elif ident.hand_item == "trunk":  # a suitcase on the floor behind, pulled by its handle
+    elif item == "trunk":  # a suitcase on the floor behind, pulled by its handle
         foot = max(j["l_ankle"][1], j["r_ankle"][1]) + 0.03
         case = [np.array([x, y, z]) for x in (-0.2, -0.12) for y in (foot - 0.2, foot)
                 for z in (-0.34, -0.2)]
         poly3d(case, 0.0, L["Background"], "case")
         cap_pts(P("r_wrist"), P3((-0.16, foot - 0.2, -0.27)), D3((-0.16, foot - 0.2, -0.27)),
                 0.008, 0.008, L["Background"], "case")
-    elif ident.hand_item == "umbrella":  # closed, its tip on the floor
+    elif item == "umbrella":  # closed, its tip on the floor
         foot = max(j["l_ankle"][1], j["r_ankle"][1]) + 0.03
         cap_pts(P("r_wrist"), P3(wr * np.array([1, 0, 1]) + np.array([0, foot, 0.06])),
                 D("r_wrist") + 0.01, 0.014, 0.01, L["Background"], "umbrella")
