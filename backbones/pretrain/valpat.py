@@ -85,12 +85,13 @@ training people gives 60.3 mA against 55.3 for random weights (chance 50), and t
 attribute fine-tune on the small world's PA100k 58.5 against 54.7; the attribute loss has
 fallen only from 0.89 to 0.77 by the end, where a test-arch Swin trained on PA100k's
 attributes alone needs about 20 epochs to reach 64 mA.  Re-measured on 2026-12-06 on an AVX2
-CPU in fp32 (same command, 1 thread, kNN mAP 42.9), with the smoke attribute schedule that
-trains its classifier at 10x the backbone's rate on the three-times-larger smoke world: the
-attribute fine-tune gives PA100k mA 56.6 against 51.0 for random weights (paired bootstrap
-over test images: +5.7, 95% interval 3.3 to 8.3), from the attributes the captions name
-(Trousers 87, Shorts 86, Skirt&Dress 89); PETA-zs 52.0 / 50.6 and RAP-zs 51.0 / 49.6 gain
-little, as the world renders only 20 of PETA's 35 and 22 of RAP's 53 evaluated attributes.
+CPU in fp32 (same command, 1 thread), on synthetic world generator v3 (which draws every
+torso, and all of PETA's 35 and 47 of RAP-zs's 53 evaluated attributes), with the smoke
+attribute schedule that trains its classifier at 10x the backbone's rate: kNN mAP 54.2, and
+the attribute fine-tune against random weights (``bench eval --baseline``, paired bootstrap
+over test images) PETA-zs 55.6 / 50.0 (+5.6, 95% interval 4.0 to 7.3), PA100k 54.3 / 50.9
+(+3.5, 1.0 to 6.1), RAP-zs 51.6 / 49.9 (+1.7, 0.2 to 3.1; −0.0 at fine-tune seed 1).  The
+gain comes from what the captions name (the suit, jeans, leather shoes, trousers, shorts).
 """
 from __future__ import annotations
 
