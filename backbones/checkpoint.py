@@ -123,18 +123,43 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise BenchError(f"{path}: not a readable safetensors file ({e})") from None
-    meta: dict[str, Any] = {}
-    sidecar = sidecar_path(path)
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{sidecar}: invalid JSON sidecar ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
-            meta = {}  # some other tool's JSON: treat the weights as a foreign file
+    meta = _sidecar_meta(path)
     if not meta and FORMAT_TAG in header:
         meta = json.loads(header[FORMAT_TAG])
     return tensors, meta
+
+
+def _sidecar_meta(path: Path) -> dict[str, Any]:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{sidecar}: invalid JSON sidecar ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
+        return {}  # some other tool's JSON: treat the weights as a foreign file
+    return meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Our metadata of a checkpoint (sidecar, else the safetensors header) without reading
+    its tensors; empty for a file that is not ours (an official release, timm or Microsoft
+    weights)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{path}: checkpoint file not found")
+    meta = _sidecar_meta(path)
+    if not meta and path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                header = f.metadata() or {}
+        except (SafetensorError, OSError) as e:
+            raise BenchError(f"{path}: not a readable safetensors file ({e})") from None
+        if FORMAT_TAG in header:
+            meta = json.loads(header[FORMAT_TAG])
+    return meta
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -434,5 +459,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
 
 
 __all__ = ["CheckpointError", "LoadReport", "concat_to_unfold_order", "load_checkpoint",
-           "load_state_dict", "ms_swin_to_official", "read_raw", "resize_rel_pos_table",
-           "save_checkpoint", "summarize_keys", "timm_swin_to_official", "unwrap"]
+           "load_state_dict", "ms_swin_to_official", "read_meta", "read_raw",
+           "resize_rel_pos_table", "save_checkpoint", "summarize_keys", "timm_swin_to_official",
+           "unwrap"]

@@ -171,7 +171,7 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
         raise BenchError(f"unknown profile {req.profile!r} (defined: {', '.join(cfg.profiles)})")
     specs = resolve_tasks(req.tasks)
     entry = backbones.BACKBONES.get(req.backbone)
-    meta = dict(entry.meta)
+    meta = dict(entry.meta, **weights_provenance(cfg, req.backbone, entry.meta))
     has_controller = bool(meta.get("semantic_controller", False))
     lambdas = {s.name: resolve_semantic_weight(cfg, req, s, has_controller) for s in specs}
     device = resolve_device(req.device)
@@ -188,7 +188,8 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
                        env=env_mod.collect(device),
                        meta={"backbone": req.backbone, "profile": req.profile,
                              "tasks": [s.name for s in specs], "seed": req.seed,
-                             "precision": precision},
+                             "precision": precision, "weights": meta["weights"],
+                             "pretrain_method": meta["pretrain_method"]},
                        resume=resuming)
     done = {r.task for r in writer.rows}
     out.info(f"{'resuming ' if resuming else ''}run {run_id}: backbone {req.backbone} "
@@ -222,6 +223,25 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
         writer.meta["phases"] = clock.rows()
     _summary(out, run_id, req, meta, device, rows)
     return writer.dir
+
+
+def weights_provenance(cfg: Config, backbone: str, entry_meta: dict[str, Any]
+                       ) -> dict[str, str]:
+    """What the run's backbone weights are: ``weights`` as bench.toml gives it and the
+    ``pretrain_method`` the result rows record.  That is the zoo entry's method, except for
+    random initialisation ("random") and for a checkpoint of ours, whose sidecar names the
+    method that trained it (a VAL-PAT checkpoint loaded into ``test_sup_swin`` is "valpat")."""
+    from backbones.checkpoint import read_meta
+
+    conf = cfg.backbones.get(backbone)
+    weights = conf.weights if conf else "pretrain"
+    method = str(entry_meta.get("pretrain_method", ""))
+    if weights == "random":
+        method = "random"
+    elif weights != "pretrain":
+        weights = str(cfg.path(weights))
+        method = str(read_meta(weights).get("pretrain_method") or method)
+    return {"weights": weights, "pretrain_method": method}
 
 
 def _context(cfg: Config, req: RunRequest, spec: adapters.TaskSpec, meta: dict[str, Any],

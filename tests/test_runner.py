@@ -59,6 +59,28 @@ def test_run_writes_tidy_rows(tmp_path, toy, bench_cli):
     assert env["tasks"] == ["toy"]
 
 
+@pytest.mark.parametrize("weights, expected", [
+    ("pretrain", "sup"),  # the zoo entry's own method
+    ("random", "random"),
+    ("ours.safetensors", "valpat"),  # our checkpoint's sidecar names what trained it
+    ("official.pth", "sup"),  # a foreign file: the entry it is loaded into
+])
+def test_rows_record_what_the_weights_are(tmp_path, toy, weights, expected):
+    import torch
+
+    from backbones.checkpoint import save_checkpoint
+
+    save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "ours.safetensors", pretrain_method="valpat")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "official.pth")
+    run_dir = runner.run(cfg_for(tmp_path, "run.backbone=plain_swin",
+                                 text=f'[backbones.plain_swin]\nweights = "{weights}"\n'))
+    assert set(results.load(tmp_path / "res")["pretrain_method"]) == {expected}
+    summary = results.read_run_summary(run_dir)
+    assert summary["pretrain_method"] == expected
+    assert summary["weights"] == (weights if weights in ("pretrain", "random")
+                                  else str(tmp_path / weights))
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_run_records_the_precision_it_used(tmp_path, toy, monkeypatch, native):
     """smoke asks for bf16; a CPU without native bf16 runs it in fp32, and run.json says so."""
