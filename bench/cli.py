@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "both, their difference and its 95%% paired-bootstrap interval "
                         "(attribute)")
     p.add_argument("--resamples", type=int, default=1000, help="with --baseline (default 1000)")
+    p.add_argument("--profile", help="whose synthetic world holds the dataset, as the run "
+                                      "that saved the predictions (default: [run] profile)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", parents=[common], help="run tasks over a range of λ, report with plots",
@@ -352,7 +354,7 @@ def _dataset_root_arg(args: argparse.Namespace, cfg: config_mod.Config):
     dataset_spec(args.dataset)  # unknown keys fail here, with suggestions
     if args.root:
         return cfg.path(args.root)
-    return dataset_root(cfg, args.dataset)[0]
+    return dataset_root(cfg, args.dataset, profile=getattr(args, "profile", None))[0]
 
 
 def cmd_data_check(args: argparse.Namespace, out: Output) -> int:

@@ -130,6 +130,13 @@ DEFAULTS: dict[str, Any] = {
             "synthetic_size": "smoke",
             "budget_minutes": 3.0,
         },
+        "small": {
+            "description": "the smoke schedules on the synthetic world's small size (about "
+                           "2,000 images per attribute dataset, 400 LIP, 120 COCO images): "
+                           "a 2-core CPU compares backbones on test sets of hundreds",
+            "precision": "bf16",
+            "synthetic_size": "small",
+        },
         "paper": {
             "description": "the official SOLIDER downstream schedules and resolutions; "
                            "meant for GPUs and real data",

@@ -34,7 +34,7 @@ def test_list_json_and_pattern(bench_cli, workdir):
     assert all(r["root"] == "(synthetic)" for r in data["datasets"])
     data = bench_cli.json("list", "--set", "data.market1501.root=/data/m")
     assert {r["key"]: r["root"] for r in data["datasets"]}["market1501"] == "/data/m"
-    assert [p["name"] for p in data["profiles"]] == ["paper", "smoke"]
+    assert [p["name"] for p in data["profiles"]] == ["paper", "small", "smoke"]
 
 
 def test_list_shows_registered_entries(bench_cli, workdir, registries):
@@ -108,3 +108,17 @@ def test_analyze_semantics(bench_cli, tmp_path, monkeypatch):
     assert (tmp_path / "an" / "semantics.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = bench_cli("analyze", "semantics", "--backbone", "test_sup_swin", "--lambda", "0,1")
     assert code == 2 and "no semantic controller" in err
+
+
+def test_eval_reads_the_world_of_the_profile_asked(bench_cli, workdir, tmp_path):
+    """`bench eval --profile small` scores against the small world (the run's), not smoke's."""
+    from bench import config
+    from bench.data import synthetic_dir
+
+    cfg = config.load()
+    assert synthetic_dir(cfg).name.endswith("-smoke-seed0")
+    assert synthetic_dir(cfg, "small").name.endswith("-small-seed0")
+    pred = tmp_path / "p.npz"
+    pred.write_bytes(b"")
+    code, _, err = bench_cli("eval", "attribute", str(pred), "pa100k", "--profile", "nope")
+    assert code == 2 and "unknown profile 'nope' (defined: paper, small, smoke)" in err

@@ -17,7 +17,7 @@ def test_defaults_without_a_file(workdir):
     cfg = config.load()
     assert cfg.source == "<defaults>"
     assert cfg.run.backbone == "solider_swin_s" and cfg.run.tasks == ("all",)
-    assert set(cfg.profiles) == {"smoke", "paper"}
+    assert set(cfg.profiles) == {"smoke", "small", "paper"}
     assert cfg.profile().precision == "bf16"
     assert cfg.data.synthetic.seed == 0 and cfg.profile().synthetic_size == "smoke"
     assert cfg.results_dir == workdir / "results"
@@ -69,7 +69,7 @@ def test_config_is_frozen(workdir):
     ("[run]\ntasks = \"reid\"\n", r"run.tasks: expected a list, got 'reid'"),
     ("[run]\ntasks = [1]\n", r"run.tasks\[0\]: expected a string, got 1"),
     ("[run]\ntasks = []\n", r"run.tasks: empty list"),
-    ("[run]\nprofile = \"fast\"\n", r"run.profile: unknown profile 'fast' \(defined: paper, smoke\)"),
+    ("[run]\nprofile = \"fast\"\n", r"run.profile: unknown profile 'fast' \(defined: paper, small, smoke\)"),
     ("[run]\nsemantic_weight = 1.5\n", r"run.semantic_weight: λ must lie in \[0, 1\], got 1.5"),
     ("[run]\nsemantic_weight = nan\n", r"run.semantic_weight: expected a finite number"),
     ("[run]\ndevice = \"gpu\"\n", r"run.device: expected auto, cpu, cuda or cuda:N"),

@@ -23,11 +23,20 @@ def writer_of(key: str) -> str:
     return key if spec.module == "reid" else spec.module
 
 
+def synthetic_size(cfg: "Config", profile: str | None = None) -> str:
+    """The synthetic world's size of ``profile`` (default: the run's)."""
+    from bench.errors import BenchError
+
+    name = profile or cfg.run.profile
+    if name not in cfg.profiles:
+        raise BenchError(f"unknown profile {name!r} (defined: {', '.join(sorted(cfg.profiles))})")
+    return cfg.profiles[name].synthetic_size
+
+
 def synthetic_dir(cfg: "Config", profile: str | None = None) -> Path:
     from bench.data.synth.world import default_dir
 
-    size = cfg.profiles[profile or cfg.run.profile].synthetic_size
-    return default_dir(cfg.cache_dir, size, cfg.data.synthetic.seed)
+    return default_dir(cfg.cache_dir, synthetic_size(cfg, profile), cfg.data.synthetic.seed)
 
 
 def dataset_root(cfg: "Config", key: str, *, profile: str | None = None,
@@ -42,8 +51,8 @@ def dataset_root(cfg: "Config", key: str, *, profile: str | None = None,
     if make:
         from bench.data.synth import world
 
-        size = cfg.profiles[profile or cfg.run.profile].synthetic_size
-        world.make(out, size, cfg.data.synthetic.seed, formats=[writer_of(key)])
+        world.make(out, synthetic_size(cfg, profile), cfg.data.synthetic.seed,
+                   formats=[writer_of(key)])
     return out / spec.folder, "synthetic"
 
 
