@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="PREDICTIONS",
                    help="another run's predictions on the same test images: each metric of "
                         "both, their difference and its 95%% paired-bootstrap interval "
-                        "(attribute)")
+                        "over the test images (attribute, parsing)")
     p.add_argument("--resamples", type=int, default=1000, help="with --baseline (default 1000)")
     p.add_argument("--profile", help="whose synthetic world holds the dataset, as the run "
                                       "that saved the predictions (default: [run] profile)")
@@ -521,8 +521,8 @@ def cmd_eval(args: argparse.Namespace, out: Output) -> int:
     if not hasattr(task, "evaluate_file"):
         raise NotImplementedYet(f"`bench eval {args.task}`")
     pred = cfg.path(args.predictions)
-    if not pred.is_file():
-        raise BenchError(f"{pred}: predictions file not found")
+    if not pred.exists():  # a file, or a folder of label maps (parsing)
+        raise BenchError(f"{pred}: predictions not found")
     root = _dataset_root_arg(args, cfg)
     if args.baseline:
         return _eval_against(args, out, cfg, task, pred, read_dataset(args.dataset, root))
@@ -539,8 +539,8 @@ def _eval_against(args, out: Output, cfg, task, pred: Path, data) -> int:
     if not hasattr(task, "compare_files"):
         raise NotImplementedYet(f"`bench eval {args.task} --baseline`")
     base = cfg.path(args.baseline)
-    if not base.is_file():
-        raise BenchError(f"{base}: baseline predictions file not found")
+    if not base.exists():
+        raise BenchError(f"{base}: baseline predictions not found")
     if args.resamples < 1:
         raise BenchError(f"--resamples must be at least 1, not {args.resamples}")
     rows = task.compare_files(pred, base, data, resamples=args.resamples)

@@ -1,5 +1,6 @@
 """The parsing adapter: schedule and λ, SCHP head, targets and losses, self-correction,
 flip test with the left/right swap, and a tiny end-to-end run on the synthetic LIP."""
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from adapters import parsing as P
 from conftest import tiny_run_config
-from bench import results, runner
+from bench import cli, results, runner
 from bench.data.lip import flip_labels
 from bench.metrics.segmentation import mean_iou
 from bench.data.synth.world import default_dir
@@ -229,7 +230,7 @@ def test_flip_test_swaps_left_and_right(monkeypatch):
     assert not torch.equal(P.parse_image(net, image, size, (1.0,), flip=True), plain)
 
 
-def test_end_to_end_tiny_run(tmp_path):
+def test_end_to_end_tiny_run(tmp_path, capsys):
     cfg = tiny_run_config(tmp_path, "parsing", '[tasks.parsing.schedule.smoke]\nepochs = 2\ninput_size = [64, 48]\n'
                                                'batch_size = 4\nschp_start = 1\ncycle_epochs = 1\nmax_train_images = 8\n'
                                                'max_val_images = 4\nbn_reestimate_batches = 1\n')
@@ -250,3 +251,12 @@ def test_end_to_end_tiny_run(tmp_path):
                                           read_lip(root, "val")[:4])
     stored = df.set_index("metric")["value"]
     assert again == pytest.approx({k: stored[k] for k in again})
+    # `bench eval parsing --baseline`: against itself, every difference and interval is 0
+    pred = run_dir / "parsing" / "lip_predictions"
+    capsys.readouterr()
+    code = cli.main(["eval", "parsing", str(pred), "lip", str(root), "--baseline", str(pred),
+                     "--resamples", "20", "--json", "-q"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)["metrics"]
+    assert rows["mIoU"]["a"] == pytest.approx(stored["mIoU"])
+    assert all(r["diff"] == r["lo"] == r["hi"] == 0 for r in rows.values())

@@ -93,3 +93,29 @@ def test_bad_inputs_raise():
         confusion_matrix(np.full((2, 2), 7), np.zeros((2, 2)), N)
     with pytest.raises(ValueError, match="ground truth label 9"):
         confusion_matrix(np.zeros((2, 2)), np.full((2, 2), 9), N)
+
+
+def test_paired_bootstrap_resamples_images():
+    from bench.metrics.segmentation import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    gts = rng.integers(0, N, size=(12, 5, 6))
+    good = np.where(rng.random(gts.shape) < 0.8, gts, (gts + 1) % N)  # 80% of pixels right
+    bad = np.where(rng.random(gts.shape) < 0.5, gts, (gts + 1) % N)
+    conf = lambda preds: np.stack([confusion_matrix(p, g, N) for p, g in zip(preds, gts)])
+    out = paired_bootstrap(conf(good), conf(bad), resamples=200)
+    # the full-sample numbers are the plain metrics of all images pooled
+    whole = metrics_from_confusion(conf(good).sum(0))
+    assert out["mIoU"]["a"] == pytest.approx(100 * whole.mIoU)
+    assert out["PixelAcc"]["diff"] == pytest.approx(
+        100 * (whole.pixel_accuracy - metrics_from_confusion(conf(bad).sum(0)).pixel_accuracy))
+    for r in out.values():
+        assert 0 < r["lo"] <= r["diff"] <= r["hi"]  # clearly better, interval around the gain
+    # a prediction against itself: no difference in any resample
+    same = paired_bootstrap(conf(good), conf(good), resamples=50)
+    assert all(r["diff"] == r["lo"] == r["hi"] == 0 for r in same.values())
+    # one image resampled n times is that image: the interval of a single image is a point
+    one = paired_bootstrap(conf(good)[:1], conf(bad)[:1], resamples=20)
+    assert one["mIoU"]["lo"] == pytest.approx(one["mIoU"]["hi"])
+    with pytest.raises(ValueError, match="per-image confusion"):
+        paired_bootstrap(conf(good), conf(bad)[:3])

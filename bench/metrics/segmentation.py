@@ -64,14 +64,54 @@ def confusion_matrix(pred, gt, num_classes: int, ignore: int = IGNORE_LABEL) -> 
 
 def metrics_from_confusion(m: np.ndarray) -> SegmentationResult:
     m = np.asarray(m, dtype=np.int64)
-    pos = m.sum(1).astype(np.float64)
-    res = m.sum(0).astype(np.float64)
-    tp = np.diag(m).astype(np.float64)
-    total = pos.sum()
-    pixel_acc = float(tp.sum() / total) if total > 0 else 0.0
-    mean_acc = float((tp / np.maximum(1.0, pos)).mean())
+    iou, pixel_acc, mean_acc = _scores(m)
+    return SegmentationResult(float(iou.mean()), float(pixel_acc), float(mean_acc), iou, m)
+
+
+def _scores(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(IoU per class, pixel accuracy, mean accuracy) of one ``(K, K)`` confusion matrix or
+    of a stack ``(..., K, K)``, as SCHP defines them (the module docstring)."""
+    m = np.asarray(m, dtype=np.float64)
+    pos, res = m.sum(-1), m.sum(-2)
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    total = pos.sum(-1)
+    pixel_acc = np.where(total > 0, tp.sum(-1) / np.maximum(total, 1.0), 0.0)
+    mean_acc = (tp / np.maximum(1.0, pos)).mean(-1)
     iou = tp / np.maximum(1.0, pos + res - tp)
-    return SegmentationResult(float(iou.mean()), pixel_acc, mean_acc, iou, m)
+    return iou, pixel_acc, mean_acc
+
+
+def paired_bootstrap(per_image_a: np.ndarray, per_image_b: np.ndarray, resamples: int = 1000,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Two predictions of the same images compared, from their per-image confusion matrices
+    ``(N, K, K)``: ``{metric: {a, b, diff, lo, hi}}`` in percent, a and b on all images and
+    (lo, hi) the 2.5 and 97.5 percentiles of a − b over ``resamples`` resamples of the images
+    with replacement (the same resample for both).  Vectorised: a resample is a vector of
+    image counts, and its confusion matrix the count-weighted sum."""
+    a, b = np.asarray(per_image_a, np.int64), np.asarray(per_image_b, np.int64)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"per-image confusion matrices of shape (N, K, K) expected, "
+                         f"got {a.shape} and {b.shape}")
+    n, k = a.shape[0], a.shape[1]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+
+    def metrics(m):  # m: (..., K, K) -> {name: values}
+        iou, pixel_acc, mean_acc = _scores(m)
+        return {"mIoU": iou.mean(-1), "PixelAcc": pixel_acc, "MeanAcc": mean_acc}
+
+    full_a, full_b = metrics(a.sum(0)), metrics(b.sum(0))
+    boot_a = metrics((counts @ a.reshape(n, k * k)).reshape(resamples, k, k))
+    boot_b = metrics((counts @ b.reshape(n, k * k)).reshape(resamples, k, k))
+    out = {}
+    for name in full_a:
+        lo, hi = np.percentile(boot_a[name] - boot_b[name], [2.5, 97.5])
+        out[name] = {"a": 100 * float(full_a[name]), "b": 100 * float(full_b[name]),
+                     "diff": 100 * float(full_a[name] - full_b[name]),
+                     "lo": 100 * float(lo), "hi": 100 * float(hi)}
+    return out
 
 
 class ConfusionMatrix:
@@ -107,4 +147,4 @@ def _np(a) -> np.ndarray:
 
 
 __all__ = ["ConfusionMatrix", "IGNORE_LABEL", "SegmentationResult", "confusion_matrix",
-           "mean_iou", "metrics_from_confusion"]
+           "mean_iou", "metrics_from_confusion", "paired_bootstrap"]
