@@ -47,7 +47,8 @@ Evaluation on LIP val at the original resolution: each image is warped into the 
 scales (0.5, 0.75, 1, 1.25, 1.5) and mirrored (the mirrored logits flipped back with their
 left/right channels swapped), the logits averaged, warped back to the image and arg-maxed;
 mIoU, pixel accuracy and mean accuracy follow SCHP's ``compute_mean_ioU``
-(:mod:`bench.metrics.segmentation`), in percent.
+(:mod:`bench.metrics.segmentation`), in percent; the per-class IoU and accuracy go to
+``<dataset>_class_iou.csv`` in the task folder.
 
 λ.  SOLIDER's README gives λ = 0.8 for parsing, but the released code builds the Swin with
 ``semantic_weight=0.`` and never passes another value, so every number it produced used
@@ -91,7 +92,9 @@ from adapters._engine import (IMAGENET, autocast, build_backbone, fit, num_worke
                               schedule_for, seed_everything)
 from bench.data import dataset_root
 from bench.errors import BenchError
-from bench.data.lip import FLIP_PAIRS, NUM_CLASSES, flip_labels, load_mask, read_lip
+from bench.io import atomic_write_text
+from bench.data.lip import (FLIP_PAIRS, LIP_CLASSES, NUM_CLASSES, flip_labels, load_mask,
+                            read_lip)
 from bench.metrics.segmentation import (IGNORE_LABEL, ConfusionMatrix, SegmentationResult,
                                         confusion_matrix, paired_bootstrap)
 
@@ -588,6 +591,19 @@ def _per_image_confusion(path, data) -> dict[str, np.ndarray]:
         raise BenchError(f"{folder}: no prediction matches an image id of the dataset")
     return out
 
+
+def class_table(result: SegmentationResult) -> str:
+    """The per-class table of one evaluation as CSV: IoU and accuracy (percent) and the
+    ground-truth and predicted pixel counts of each LIP class."""
+    m = result.confusion
+    pos, res, tp = m.sum(1), m.sum(0), np.diag(m)
+    lines = ["class,IoU,accuracy,gt_pixels,predicted_pixels"]
+    for c, name in enumerate(LIP_CLASSES):
+        acc = 100.0 * tp[c] / max(1, pos[c])
+        lines.append(f"{name},{100.0 * result.iou[c]:.4f},{acc:.4f},{pos[c]},{res[c]}")
+    return "\n".join(lines) + "\n"
+
+
 @register_task(SPEC)
 class Parsing:
     def run(self, ctx):
@@ -597,6 +613,11 @@ class Parsing:
         for key in ctx.datasets:
             root, _ = dataset_root(ctx.config, key, profile=ctx.profile)
             result = self.train_and_test(ctx, s, root, key)
+            table = Path(ctx.work_dir) / f"{key}_class_iou.csv"
+            atomic_write_text(table, class_table(result))
+            worst = sorted(range(NUM_CLASSES), key=lambda c: result.iou[c])[:3]
+            ctx.log(f"per-class IoU in {table.name}; lowest: " + ", ".join(
+                f"{LIP_CLASSES[c]} {100 * result.iou[c]:.1f}" for c in worst))
             for name, value in result.as_dict().items():
                 yield Measurement(key, "val", name, 100.0 * value)
 

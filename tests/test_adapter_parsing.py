@@ -251,6 +251,12 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
                                           read_lip(root, "val")[:4])
     stored = df.set_index("metric")["value"]
     assert again == pytest.approx({k: stored[k] for k in again})
+    # the per-class table beside the predictions: 20 classes, their IoUs average to mIoU
+    import pandas as pd
+    table = pd.read_csv(run_dir / "parsing" / "lip_class_iou.csv")
+    assert len(table) == 20 and table["class"].iloc[0] == "Background"
+    assert table["IoU"].mean() == pytest.approx(stored["mIoU"], abs=1e-3)
+    assert table["gt_pixels"].sum() == table["predicted_pixels"].sum() > 0
     # `bench eval parsing --baseline`: against itself, every difference and interval is 0
     pred = run_dir / "parsing" / "lip_predictions"
     capsys.readouterr()
@@ -260,3 +266,25 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["metrics"]
     assert rows["mIoU"]["a"] == pytest.approx(stored["mIoU"])
     assert all(r["diff"] == r["lo"] == r["hi"] == 0 for r in rows.values())
+
+
+def test_prediction_is_scored_at_the_original_image_size():
+    """A 6x12 image fitted into a 12x12 input (padded above and below) comes back as a 6x12
+    label map, scored against the 6x12 mask (SCHP warps the logits back before arg-max)."""
+    def net(x):  # class 1 on the input's left half, background on the right, at full res
+        z = torch.zeros(x.shape[0], 20, *x.shape[-2:])
+        z[:, 1, :, :6] = 10.0
+        z[:, 0, :, 6:] = 10.0
+        return z
+
+    pred = P.parse_image(net, torch.rand(3, 6, 12), (12, 12), (1.0,), flip=False)
+    assert pred.shape == (6, 12)
+    assert (pred[:, :6] == 1).all() and (pred[:, 6:] == 0).all()
+    gt = np.zeros((6, 12), np.uint8)
+    gt[:, :4] = 1
+    gt[0, 11] = 255  # ignored
+    r = P.evaluate([pred.numpy()], [gt])
+    # class 0: 35 of its 47 valid pixels found, no false positives -> IoU 35/47;
+    # class 1: its 24 pixels found plus 12 of class 0 -> IoU 24/36; 18 classes absent -> 0
+    assert r.mIoU == pytest.approx((35 / 47 + 24 / 36) / 20)
+    assert r.pixel_accuracy == pytest.approx(59 / 71)
