@@ -107,6 +107,10 @@ class Config:
     def profile(self) -> ProfileSection:
         return self.profiles[self.run.profile]
 
+    def backbone(self, name: str) -> BackboneSection:
+        """``[backbones.<name>]``, or its defaults (weights "pretrain") when absent."""
+        return self.backbones.get(name, BackboneSection())
+
     def path(self, value: str) -> Path:
         """Resolve a path from the config: ``~`` expanded, relative to the config's folder."""
         p = Path(os.path.expanduser(value))

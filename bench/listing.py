@@ -16,12 +16,11 @@ def backbones(cfg: Config, pattern: str | None) -> Rows:
     rows = []
     for name in BACKBONES.names(pattern):
         meta = BACKBONES.get(name).meta
-        conf = cfg.backbones.get(name)
         rows.append({
             "name": name, "arch": meta.get("arch", ""),
             "pretrain": meta.get("pretrain_method", ""),
             "controller": bool(meta.get("semantic_controller", False)),
-            "weights": conf.weights if conf else "pretrain",
+            "weights": cfg.backbone(name).weights,
             "paper": meta.get("paper", ""),
         })
     return rows

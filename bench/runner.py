@@ -104,9 +104,9 @@ def resolve_semantic_weight(cfg: Config, req: RunRequest, spec: adapters.TaskSpe
     [backbones.<b>], then the task's official λ.  None for backbones without a controller;
     asking for λ on such a backbone is an error."""
     task_cfg = cfg.tasks.get(spec.name, TaskSection())
-    bb_cfg = cfg.backbones.get(req.backbone)
     explicit = next((v for v in (req.semantic_weight, task_cfg.semantic_weight,
-                                 bb_cfg.semantic_weight if bb_cfg else None) if v is not None), None)
+                                 cfg.backbone(req.backbone).semantic_weight) if v is not None),
+                    None)
     if not has_controller:
         if explicit is not None:
             raise BenchError(f"backbone {req.backbone!r} has no semantic controller; "
@@ -233,8 +233,7 @@ def weights_provenance(cfg: Config, backbone: str, entry_meta: dict[str, Any]
     method that trained it (a VAL-PAT checkpoint loaded into ``test_sup_swin`` is "valpat")."""
     from backbones.checkpoint import read_meta
 
-    conf = cfg.backbones.get(backbone)
-    weights = conf.weights if conf else "pretrain"
+    weights = cfg.backbone(backbone).weights
     method = str(entry_meta.get("pretrain_method", ""))
     if weights == "random":
         method = "random"
