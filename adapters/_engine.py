@@ -61,18 +61,26 @@ def build_backbone(ctx, **overrides: Any) -> nn.Module:
     """The run's backbone with the weights bench.toml names for it, at the task's λ."""
     from backbones import BACKBONES, create_backbone
 
-    conf = ctx.config.backbones.get(ctx.backbone)
-    weights = conf.weights if conf else "pretrain"
-    if weights == "pretrain":
-        checkpoint = pretrained_here(ctx)
-    else:
-        checkpoint = None if weights == "random" else str(ctx.config.path(weights))
+    checkpoint = backbone_checkpoint(ctx)
     kwargs: dict[str, Any] = dict(overrides)
     if ctx.semantic_weight is not None:
         kwargs["semantic_weight"] = ctx.semantic_weight
     if ctx.spec.name in BACKBONES.get(ctx.backbone).meta.get("task_prompts", ()):
         kwargs["default_task"] = ctx.spec.name  # a PC-MoE backbone runs with this task's prompt
-    return create_backbone(ctx.backbone, checkpoint=checkpoint, **kwargs)
+    return create_backbone(ctx.backbone, checkpoint=str(checkpoint) if checkpoint else None,
+                           **kwargs)
+
+
+def backbone_checkpoint(ctx) -> Path | None:
+    """The weights file the run's backbone is built from (None: random initialisation):
+    bench.toml's ``[backbones.<name>] weights``, pretrained here first for "pretrain"."""
+    weights = ctx.config.backbone(ctx.backbone).weights
+    if weights == "random":
+        return None
+    if weights == "pretrain":
+        ckpt = pretrained_here(ctx)
+        return Path(ckpt) if ckpt else None
+    return ctx.config.path(weights)
 
 
 def pretrained_here(ctx) -> str | None:

@@ -48,8 +48,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from adapters import Metric, TaskSpec, register_task
-from adapters._engine import (IMAGENET, ImageList, autocast, build_backbone, crop_transforms,
-                              extract, fit, num_workers, schedule_for, seed_everything)
+from adapters._engine import (IMAGENET, ImageList, autocast, backbone_checkpoint, build_backbone,
+                              crop_transforms, extract, fit, num_workers, schedule_for,
+                              seed_everything)
 from bench.data import dataset_root, read_dataset
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
@@ -126,20 +127,6 @@ class TextSearchModel(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head.encode_text(tokens)
-
-
-def backbone_checkpoint(ctx) -> Path | None:
-    """The weights file the run's backbone is built from (None: random initialisation)."""
-    from adapters._engine import pretrained_here
-
-    conf = ctx.config.backbones.get(ctx.backbone)
-    weights = conf.weights if conf else "pretrain"
-    if weights == "random":
-        return None
-    if weights == "pretrain":
-        ckpt = pretrained_here(ctx)
-        return Path(ckpt) if ckpt else None
-    return ctx.config.path(weights)
 
 
 def build_head(ctx, s: Schedule, image_dim: int) -> tuple[nn.Module, bool]:
