@@ -39,6 +39,7 @@ from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.metrics.attributes import (AttributeMetrics, pedestrian_metrics, positive_ratio,
                                       weighted_bce)
+from bench.metrics.bootstrap import resamples_of, summarize
 
 SPEC = TaskSpec(
     name="attribute", version=1, title="Pedestrian attribute recognition",
@@ -198,21 +199,15 @@ def paired_bootstrap(gt, probs_a, probs_b, resamples: int = 1000, seed: int = 0
                      ) -> dict[str, dict[str, float]]:
     """``{metric: {a, b, diff, lo, hi}}`` in percent: a and b evaluated on all rows, and
     the 2.5 and 97.5 percentiles of a − b over ``resamples`` paired resamples of the rows."""
-    rng = np.random.default_rng(seed)
     full_a, full_b = evaluate(gt, probs_a).as_dict(), evaluate(gt, probs_b).as_dict()
+    draws = resamples_of(len(gt), resamples, seed)
     diffs = {k: np.empty(resamples) for k in full_a}
-    for r in range(resamples):
-        rows = rng.integers(0, len(gt), len(gt))
+    for r, rows in enumerate(draws):
         ma = evaluate(gt[rows], probs_a[rows]).as_dict()
         mb = evaluate(gt[rows], probs_b[rows]).as_dict()
         for k in diffs:
             diffs[k][r] = ma[k] - mb[k]
-    out = {}
-    for k in full_a:
-        lo, hi = np.percentile(diffs[k], [2.5, 97.5])
-        out[k] = {"a": 100 * full_a[k], "b": 100 * full_b[k],
-                  "diff": 100 * (full_a[k] - full_b[k]), "lo": 100 * lo, "hi": 100 * hi}
-    return out
+    return summarize(full_a, full_b, diffs)
 
 
 def _load_predictions(path, data) -> tuple[np.ndarray, np.ndarray, list[str]]:

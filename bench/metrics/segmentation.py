@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.metrics.bootstrap import resamples_of, summarize
+
 IGNORE_LABEL = 255
 
 
@@ -93,8 +95,7 @@ def paired_bootstrap(per_image_a: np.ndarray, per_image_b: np.ndarray, resamples
         raise ValueError(f"per-image confusion matrices of shape (N, K, K) expected, "
                          f"got {a.shape} and {b.shape}")
     n, k = a.shape[0], a.shape[1]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(resamples, n))
+    draws = resamples_of(n, resamples, seed)
     counts = np.zeros((resamples, n))
     np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
 
@@ -105,13 +106,7 @@ def paired_bootstrap(per_image_a: np.ndarray, per_image_b: np.ndarray, resamples
     full_a, full_b = metrics(a.sum(0)), metrics(b.sum(0))
     boot_a = metrics((counts @ a.reshape(n, k * k)).reshape(resamples, k, k))
     boot_b = metrics((counts @ b.reshape(n, k * k)).reshape(resamples, k, k))
-    out = {}
-    for name in full_a:
-        lo, hi = np.percentile(boot_a[name] - boot_b[name], [2.5, 97.5])
-        out[name] = {"a": 100 * float(full_a[name]), "b": 100 * float(full_b[name]),
-                     "diff": 100 * float(full_a[name] - full_b[name]),
-                     "lo": 100 * float(lo), "hi": 100 * float(hi)}
-    return out
+    return summarize(full_a, full_b, {name: boot_a[name] - boot_b[name] for name in full_a})
 
 
 class ConfusionMatrix:
