@@ -52,7 +52,7 @@ def test_round_trip_counts_and_protocols(world_dir):
     got = {key: reader(root / folder, Problems(**STRICT_DECODE))
            for key, (folder, reader) in READERS.items()}
     pa = got["pa100k"]
-    assert len(pa.images) == counts["pa100k"] == 480
+    assert len(pa.images) == counts["pa100k"] == 160
     assert [len(pa.splits[s]) for s in ("train", "val", "test")] == [
         counts["pa100k_train"], counts["pa100k_val"], counts["pa100k_test"]]
     assert pa.attr_names == PA100K_ATTRIBUTES and len(pa.eval_attr_idx) == 26
@@ -301,7 +301,7 @@ def test_pickle_missing_key_and_bad_split(copy_of):
     info = par.safe_load_pickle(pkl)
     info["partition"]["test"] = np.append(info["partition"]["test"], 10_000)
     pkl.write_bytes(pickle.dumps(info, protocol=3))
-    with pytest.raises(DataError, match=starts(pkl, "partition.test: 1 indices outside 0..359")):
+    with pytest.raises(DataError, match=starts(pkl, "partition.test: 1 indices outside 0..119")):
         par.read_peta_zs(root)
     del info["partition"]
     pkl.write_bytes(pickle.dumps(info, protocol=3))

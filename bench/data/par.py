@@ -803,15 +803,15 @@ class Shot:
 def plan(world, key: str) -> list[Shot]:
     """The images a synthetic attribute dataset holds, in file order (a pure function of
     the world: the tests use it to know who is in which image)."""
-    # smoke: smaller crops (rendering is the cost), and enough test images (48 of PA100k,
-    # about 70 of PETA-zs and RAP-zs) that each attribute has positives to measure mA on
+    # smoke: fewer, smaller crops (rendering and the default job's fine-tuning are the cost;
+    # the `small` world is the one whose test sets can tell two backbones apart)
     small = world.size == "smoke"
     n, per_id, base, cam_base, n_cams, hs = {
-        "pa100k": (world.pick(480, 2000, 20000), (1, 2), PA100K_PID_BASE, PA100K_CAM_BASE,
+        "pa100k": (world.pick(160, 2000, 20000), (1, 2), PA100K_PID_BASE, PA100K_CAM_BASE,
                    PA100K_NUM_CAMS, (96, 136) if small else (112, 200)),
-        "peta": (world.pick(360, 1900, 9500), (1, 3), PETA_PID_BASE, PETA_CAM_BASE,
+        "peta": (world.pick(120, 1900, 9500), (1, 3), PETA_PID_BASE, PETA_CAM_BASE,
                  PETA_NUM_CAMS, (96, 136) if small else (96, 180)),
-        "rap": (world.pick(360, 2000, 10000), (2, 5), RAP_PID_BASE, RAP_CAM_BASE, RAP_NUM_CAMS,
+        "rap": (world.pick(120, 2000, 10000), (2, 5), RAP_PID_BASE, RAP_CAM_BASE, RAP_NUM_CAMS,
                 (96, 136) if small else (120, 220)),
     }[key]
     shots: list[Shot] = []
