@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from backbones._cfg import IMAGENET_MEAN, IMAGENET_STD
+from bench.env import release_memory
 from bench.errors import BenchError, NotImplementedYet
 from bench.faults import LEGACY_AFTER_EPOCH, maybe_kill
 from bench.io import atomic_write_bytes
@@ -122,6 +123,7 @@ def pretrained_here(ctx) -> str | None:
 
         with timing.phase(timing.PRETRAIN):
             result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device, progress=show)
+    release_memory()  # the pretraining's student, teacher and activations are done with
     if result.checkpoint is None:
         raise BenchError(f"pretraining {ctx.backbone} stopped at step {result.steps}; "
                          "run again to resume it")

@@ -1,6 +1,8 @@
 """What a run records about where it ran: versions, device, git commit, command line."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import subprocess
@@ -47,6 +49,24 @@ def run_precision(precision: str, device: str) -> str:
     if precision == "bf16" and str(device).startswith("cpu") and not native_cpu_bf16():
         return "fp32"
     return precision
+
+
+def release_memory() -> None:
+    """Give the memory a finished phase (pretraining, a task) freed back to the system.
+
+    PyTorch's CPU tensors come from malloc, and glibc keeps freed heap memory in the process
+    (a Swin-S pose training step at batch 16 left 4.9 GB resident after ``del`` and
+    ``gc.collect()``, 0.7 GB after ``malloc_trim``), so without this the next phase's peak
+    stacks on what the earlier ones left behind.  Garbage collection, glibc's
+    ``malloc_trim(0)`` where glibc is the allocator, and CUDA's cached blocks."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def collect(device: str | None = None) -> dict[str, object]:
