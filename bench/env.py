@@ -1,4 +1,6 @@
-"""What a run records about where it ran: versions, device, git commit, command line."""
+"""What a run records about where it ran (versions, device, git commit, command line), and
+what the process does about it: the precision a CPU can run, memory handed back between
+phases."""
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,6 @@
 """The `bench run` machinery, end to end, with a throw-away task and backbone."""
+from pathlib import Path
+
 import pytest
 
 import adapters
@@ -157,7 +159,7 @@ def test_all_means_the_six_solider_tasks(registries):
                                       "pose")
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").exists(),
+@pytest.mark.skipif(not Path("/proc/self/status").exists(),
                     reason="reads the resident set size from /proc")
 def test_release_memory_hands_freed_heap_back():
     """Freed tensors below glibc's mmap threshold stay resident until release_memory (the
