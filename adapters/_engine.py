@@ -123,7 +123,7 @@ def pretrained_here(ctx) -> str | None:
 
         with timing.phase(timing.PRETRAIN):
             result = train(pcfg, dest, bench_cfg=ctx.config, device=ctx.device, progress=show)
-    release_memory()  # the pretraining's student, teacher and activations are done with
+            release_memory()  # the pretraining's student, teacher and activations are done with
     if result.checkpoint is None:
         raise BenchError(f"pretraining {ctx.backbone} stopped at step {result.steps}; "
                          "run again to resume it")

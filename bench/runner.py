@@ -213,7 +213,7 @@ def run(cfg: Config, req: RunRequest | None = None, out: Output | None = None,
                 t0 = time.time()
                 with timing.phase(f"task {spec.name}"):
                     measurements = list(adapters.TASKS.get(spec.name).obj().run(ctx))
-                env_mod.release_memory()  # so the next task's peak does not stack on this one's
+                    env_mod.release_memory()  # so the next task's peak does not stack on this one's
                 maybe_kill(f"{spec.name}:eval")  # fault injection (tests)
                 new = [_row(run_id, req, meta, spec, ctx, m) for m in measurements]
                 writer.add_rows(new)
