@@ -96,7 +96,8 @@ from bench.io import atomic_write_text
 from bench.data.lip import (FLIP_PAIRS, LIP_CLASSES, NUM_CLASSES, flip_labels, load_mask,
                             read_lip)
 from bench.metrics.segmentation import (IGNORE_LABEL, ConfusionMatrix, SegmentationResult,
-                                        confusion_matrix, paired_bootstrap)
+                                        confusion_matrix, metrics_from_confusion,
+                                        paired_bootstrap)
 
 SPEC = TaskSpec(
     name="parsing", version=1, title="Human parsing",
@@ -672,10 +673,8 @@ class Parsing:
     def evaluate_file(path, data) -> dict[str, float]:
         """mIoU etc. (percent) of a folder of predicted label PNGs named ``<id>.png`` (a run's
         ``<dataset>_predictions/``, SCHP's output format) against the dataset's masks."""
-        acc = ConfusionMatrix(NUM_CLASSES)
-        for m in _per_image_confusion(path, data).values():
-            acc.matrix += m
-        return {k: 100.0 * v for k, v in acc.compute().as_dict().items()}
+        total = sum(_per_image_confusion(path, data).values())
+        return {k: 100.0 * v for k, v in metrics_from_confusion(total).as_dict().items()}
 
     @staticmethod
     def compare_files(path, baseline, data, resamples: int = 1000, seed: int = 0
