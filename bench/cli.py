@@ -443,8 +443,9 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
             return 0
         out.table(f"bench perf e2e: {report['backbone']}, tasks {','.join(report['tasks'] or [])}"
                   f", profile {report['profile']}, {report['cache']} cache, "
-                  f"{report['cpu_count']} CPUs", ["phase", "seconds"],
-                  ([r["phase"], r["seconds"]] for r in report["rows"]),
+                  f"{report['cpu_count']} CPUs", ["phase", "seconds", "peak RSS MB"],
+                  ([r["phase"], r["seconds"], r.get("peak_rss_mb", "")]
+                   for r in report["rows"]),
                   caption=f"peak memory (RSS) {report['peak_rss_mb']:.0f} MB; {where}")
         return 0
     formats = [f.strip() for f in args.only.split(",")] if args.only else None

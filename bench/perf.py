@@ -349,8 +349,8 @@ def perf_e2e(*, config: str | None = None, overrides: Sequence[str] = (),
 
     The phases are the run's own (``run.json``'s ``phases``, :mod:`bench.timing`): data
     generation, pretraining, and each task less the data and pretraining done during it.
-    Returns the wall time, the phases, and the peak resident memory of the child
-    (``wait4``'s ``ru_maxrss``).
+    Returns the wall time, the phases (each with its own peak memory, as :mod:`bench.timing`
+    records it), and the peak resident memory of the whole child (``wait4``'s ``ru_maxrss``).
     """
     if cache not in ("fresh", "keep"):
         raise ValueError(f"cache must be 'fresh' or 'keep', got {cache!r}")

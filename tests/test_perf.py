@@ -2,6 +2,7 @@
 benchmarks; here only that the figures are there and the comparisons are like for like)."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,38 @@ def test_phases_attribute_nested_work(monkeypatch):
     assert [r["phase"] for r in rec.rows()][:2] == ["data generation", "pretraining"]
 
 
+def _can_reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "VmHWM:" in Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_reset_peak_rss(), reason="needs Linux's VmHWM and clear_refs")
+def test_phases_record_their_own_peak_memory():
+    """A 400 MB buffer made inside a nested phase is that phase's peak, not the outer
+    one's; the outer phase's own 100 MB, before and after the inner one, is its own."""
+    import numpy as np
+
+    from bench import timing
+
+    with timing.recording() as rec:
+        with timing.phase("task a"):
+            a = np.ones(100 * 2**20 // 8)  # written, so resident
+            del a
+            with timing.phase(timing.DATA):
+                b = np.ones(400 * 2**20 // 8)
+                del b
+            c = np.ones(100 * 2**20 // 8)
+            del c
+    peaks = {r["phase"]: r.get("peak_rss_mb") for r in rec.rows()}
+    base = peaks["pretraining"]  # not entered: no peak recorded
+    assert base is None
+    assert peaks["data generation"] - peaks["task a"] > 250
+    assert peaks["task a"] > 100  # at least the 100 MB buffer (and the interpreter)
+
+
 def test_run_json_records_data_pretraining_and_tasks(registries, tmp_path, monkeypatch):
     """The runner's phases, with a task that makes data and pretrains (the real hooks: the
     world's writer and the engine's pretraining)."""
@@ -121,8 +154,11 @@ def test_run_json_records_data_pretraining_and_tasks(registries, tmp_path, monke
                      "--backbone", "bb", "--tasks", "toy", "--device", "cpu"])
     assert code == 0
     (run_json,) = (tmp_path / "res" / "runs").glob("*/run.json")
-    rows = {r["phase"]: r["seconds"] for r in json.loads(run_json.read_text())["phases"]}
+    phases = json.loads(run_json.read_text())["phases"]
+    rows = {r["phase"]: r["seconds"] for r in phases}
     assert list(rows) == ["data generation", "pretraining", "task toy"]
+    if _can_reset_peak_rss():  # each phase that ran records its own peak memory
+        assert all(r["peak_rss_mb"] > 10 for r in phases)
     assert rows["data generation"] == pytest.approx(0.2, abs=0.05)
     assert rows["pretraining"] == pytest.approx(0.1, abs=0.05)
     assert 0 <= rows["task toy"] < 0.1
@@ -157,6 +193,9 @@ def test_perf_e2e_times_a_real_run(bench_cli, workdir):
                           "start-up and the rest", "total (wall)"]
     assert rows["data generation"] > 0 and rows["pretraining"] == 0  # a random-weight model
     assert rows["task reid"] > 0 and report["peak_rss_mb"] > 100
+    reid = next(r for r in report["rows"] if r["phase"] == "task reid")
+    if _can_reset_peak_rss():
+        assert 100 < reid["peak_rss_mb"] <= report["peak_rss_mb"]
     assert report["tasks"] == ["reid"] and report["cache"] == "fresh"
     saved = json.loads(open(report["saved"]).read())
     assert saved["what"] == "e2e" and saved["report"]["rows"] == report["rows"]
