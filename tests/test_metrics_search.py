@@ -209,3 +209,76 @@ def test_cbgm_matches_brute_force_matching():
             expect[hit[0]] = max(w[i, j] for i, j in pairs)
         out = cbgm_rescore(w[0], np.zeros(n, int), gf, qf, 10)
         assert out == pytest.approx(expect)
+
+
+def _reference_search(q, boxes, scores, feats, proto, det_thresh, ks):
+    """SeqNet's procedure written plainly: per query, per gallery image, the best-matching
+    detection by similarity; AP from the sorted ranking; top-k from a stable sort."""
+    aps, hits = [], []
+    for i, (gal, gt) in enumerate(zip(proto.galleries, proto.gt_boxes)):
+        gal, first = np.unique(gal, return_index=True)
+        gt = gt[first]
+        labels, sims, count_gt = [], [], 0
+        for j, g in zip(gal, gt):
+            keep = scores[j] >= det_thresh
+            b, f = boxes[j][keep], feats[j][keep]
+            sim = f @ q[i]
+            lab = np.zeros(len(b))
+            if not np.isnan(g).any():
+                count_gt += 1
+                w, h = g[2] - g[0], g[3] - g[1]
+                thr = min(0.5, w * h / ((w + 10) * (h + 10)))
+                iw = np.clip(np.minimum(b[:, 2], g[2]) - np.maximum(b[:, 0], g[0]), 0, None)
+                ih = np.clip(np.minimum(b[:, 3], g[3]) - np.maximum(b[:, 1], g[1]), 0, None)
+                inter = iw * ih
+                iou = inter / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + w * h - inter)
+                ok = np.flatnonzero(iou >= thr)
+                if len(ok):
+                    lab[ok[np.argmax(sim[ok])]] = 1
+            labels.append(lab)
+            sims.append(sim)
+        lab, sim = np.concatenate(labels), np.concatenate(sims)
+        tp = lab.sum()
+        aps.append(0.0 if tp == 0 else average_precision(lab, sim) * tp / count_gt)
+        ranked = lab[np.argsort(-sim, kind="stable")]
+        hits.append([ranked[:k].sum() > 0 for k in ks])
+    return np.array(aps), np.array(hits, dtype=np.int64)
+
+
+@pytest.mark.parametrize("every_frame", [False, True])  # CUHK-SYSU-like / PRW-like galleries
+def test_matches_the_plain_procedure_on_random_cases_with_ties(every_frame):
+    """Random scenes, features quantised so that similarities tie, galleries of a few
+    images (per-query products) or of every frame (the chunked all-detection product)."""
+    rng = np.random.default_rng(3)
+    n_img, nq, dim = 150, 70, 4
+    boxes, scores, feats = [], [], []
+    for _ in range(n_img):
+        n = int(rng.integers(0, 7))
+        xy = rng.uniform(0, 200, (n, 2))
+        wh = rng.uniform(5, 60, (n, 2))
+        boxes.append(np.concatenate([xy, xy + wh], 1))
+        scores.append(rng.choice([0.3, 0.5, 0.9], n))
+        feats.append(rng.integers(-1, 2, (n, dim)).astype(np.float64))
+    q = rng.integers(-1, 2, (nq, dim)).astype(np.float64)
+    gals, gts = [], []
+    for i in range(nq):
+        gal = np.delete(np.arange(n_img), i) if every_frame else rng.choice(n_img, 12)
+        gt = np.full((len(gal), 4), np.nan)
+        for r in rng.choice(len(gal), 4, replace=False):
+            j = gal[r]
+            if len(boxes[j]) and rng.random() < 0.8:  # near a detection, or missed
+                d = rng.integers(len(boxes[j]))
+                gt[r] = boxes[j][d] + rng.normal(0, 3, 4)
+                if rng.random() < 0.5:  # often found: the detection looks like the query
+                    feats[j][d] = q[i]
+            else:
+                gt[r] = [20, 20, 40, 70]
+        gals.append(gal)
+        gts.append(gt)
+    proto = SearchProtocol(tuple(gals), tuple(gts))
+    ks = (1, 3, 10)
+    r = evaluate_search(q, boxes, scores, feats, proto, topk=ks)
+    aps, hits = _reference_search(q, boxes, scores, feats, proto, 0.5, ks)
+    assert (aps > 0).sum() > nq // 3 and 0 < hits[:, 0].sum() < nq  # a case with content
+    np.testing.assert_allclose(r.ap, aps, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(r.hits, hits)

@@ -27,8 +27,10 @@ SOLIDER-PersonSearch keeps unchanged):
 Everything below works on plain arrays: per gallery image its detected boxes (x1, y1, x2,
 y2), scores and embeddings; per query its embedding, the indices of its gallery images and
 the query person's box in each of them (:class:`SearchProtocol`).  The per-query work is
-vectorised: one matrix product for the similarities, one IoU pass over the candidate
-detections, a ``lexsort`` to pick each image's first match.
+vectorised: the similarities from a matrix product (for galleries of every frame, as PRW's,
+one product per chunk of queries against all detections), one IoU pass over the candidate
+detections of the images holding the person, a ``lexsort`` to pick each image's first
+match, and AP and top-k from the few true positives' ranks without sorting the ranking.
 """
 from __future__ import annotations
 
@@ -96,6 +98,23 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     precision = tps / (last + 1)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _positive_ranks(sim: np.ndarray, pos: np.ndarray) -> tuple[float, float]:
+    """(:func:`average_precision` of the ranking by ``sim`` whose positives are ``pos``, the
+    best rank of a positive in the stable descending order), from the few positives alone:
+    the precision at a positive's threshold is the positives over all the items scoring at
+    least its score (ties form one threshold); its rank counts the items scoring higher and
+    the tied ones before it.  No positive: (0, inf)."""
+    if len(pos) == 0:
+        return 0.0, np.inf
+    s = sim[pos]
+    at_least = (sim[None, :] >= s[:, None]).sum(1)
+    positives_at_least = (s[None, :] >= s[:, None]).sum(1)
+    ap = float(np.mean(positives_at_least / at_least))
+    tied_before = (sim[None, :] == s[:, None]) & (np.arange(len(sim))[None, :] < pos[:, None])
+    rank = (sim[None, :] > s[:, None]).sum(1) + tied_before.sum(1)
+    return ap, float(rank.min())
 
 
 def cbgm_rescore(sim: np.ndarray, slot: np.ndarray, gallery_feats: np.ndarray,
@@ -181,6 +200,9 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
 
     ks = tuple(int(k) for k in topk)
     aps, rates, hits = [], [], []
+    n_det = len(feats)
+    chunk = max(1, min(64, (1 << 25) // max(n_det, 1)))  # rows of all-detection similarities
+    rows_from, rows = -1, np.zeros((0, n_det))
     for i, (gal, gt) in enumerate(zip(protocol.galleries, protocol.gt_boxes)):
         gal = np.asarray(gal, dtype=np.int64)
         gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
@@ -192,7 +214,12 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
         lens = starts[gal + 1] - starts[gal]
         idx = np.repeat(starts[gal] - np.cumsum(np.r_[0, lens[:-1]]), lens) + np.arange(lens.sum())
         slot = np.repeat(np.arange(len(gal)), lens)  # position of the image in ``gal``
-        sim = feats[idx] @ q[i]
+        if 8 * len(idx) > n_det:  # a large gallery: this query's row of a chunked product
+            if not rows_from <= i < rows_from + len(rows):
+                rows_from, rows = i, q[i:i + chunk] @ feats.T
+            sim = rows[i - rows_from][idx]
+        else:
+            sim = feats[idx] @ q[i]
         if query_context is not None:
             context = np.asarray(query_context[i], dtype=np.float64).reshape(-1, dim)
             sim = cbgm_rescore(sim, slot, feats[idx],
@@ -209,12 +236,13 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
                 where = where[o]
                 _, firsts = np.unique(slot[where], return_index=True)
                 label[where[firsts]] = 1
-        count_tp = int(label.sum())
+        pos = np.flatnonzero(label)
+        count_tp = len(pos)
         rate = count_tp / count_gt if count_gt else 0.0
-        aps.append(0.0 if count_tp == 0 else average_precision(label, sim) * rate)
+        ap, first = _positive_ranks(sim, pos)
+        aps.append(ap * rate)
         rates.append(rate)
-        ranked = label[np.argsort(-sim, kind="stable")]
-        hits.append([int(ranked[:k].sum() > 0) for k in ks])
+        hits.append([int(first < k) for k in ks])
     aps_a = np.asarray(aps, dtype=np.float64)
     hits_a = np.asarray(hits, dtype=np.int64).reshape(len(aps), len(ks))
     return SearchResult(mAP=float(aps_a.mean()) if len(aps_a) else 0.0,
