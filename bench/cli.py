@@ -99,14 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("perf", parents=[common], help="speed benchmarks",
                        description="Speed benchmarks, each beside what it is compared to: "
-                                   "data (synthetic world, decoding), eval (reID and COCO "
-                                   "keypoint evaluators vs torchreid and pycocotools), "
+                                   "data (synthetic world, decoding), eval (every task's "
+                                   "evaluator at its benchmark's size; reID and COCO "
+                                   "keypoints vs torchreid and pycocotools), "
                                    "backbone (ours vs timm), e2e (a whole `bench run`, phase "
                                    "by phase). Reports also go to <results_dir>/perf/.")
     p.add_argument("what", choices=("data", "backbone", "eval", "e2e"))
     p.add_argument("--size", choices=("smoke", "small", "large"), default="smoke")
     p.add_argument("--only", metavar="NAMES", help="data: comma-separated writers; "
-                                                   "eval: market1501, msmt17, coco_keypoints")
+                                                   "eval: market1501, msmt17, coco_keypoints, "
+                                                   "cuhk_sysu, prw, citypersons, lip")
     p.add_argument("--ref-queries", type=int, default=300,
                    help="eval: queries the (slow) reference evaluator runs on")
     p.add_argument("--repeats", type=int, default=3,
@@ -411,14 +413,12 @@ def cmd_perf(args: argparse.Namespace, out: Output) -> int:
 
     if args.what == "eval":
         which = ([w.strip() for w in args.only.split(",")] if args.only
-                 else [*perf.REID_SIZES, "coco_keypoints"])
-        unknown = [w for w in which if w not in (*perf.REID_SIZES, "coco_keypoints")]
+                 else list(perf.EVAL_BENCHMARKS))
+        unknown = [w for w in which if w not in perf.EVAL_BENCHMARKS]
         if unknown:
             raise BenchError(f"--only: unknown evaluation benchmark(s) {unknown} "
-                             f"(known: {', '.join([*perf.REID_SIZES, 'coco_keypoints'])})")
-        rows = [r for w in which for r in (
-            perf.perf_eval_keypoints(repeats=args.repeats) if w == "coco_keypoints"
-            else perf.perf_eval_reid(w, args.ref_queries, repeats=args.repeats))]
+                             f"(known: {', '.join(perf.EVAL_BENCHMARKS)})")
+        rows = [r for w in which for r in perf.perf_eval(w, args.ref_queries, args.repeats)]
         rows_out("bench perf eval (best of each; reID per query, reference on a subset of "
                  "queries)", rows, saved(rows))
         return 0

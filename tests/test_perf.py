@@ -40,6 +40,27 @@ def test_perf_eval_keypoints_agrees_with_pycocotools():
     assert row["same_numbers"] is True and 0 < row["AP"] < 1 and row["speedup"] > 0
 
 
+def test_perf_eval_other_evaluators_at_small_sizes(monkeypatch):
+    """Search (a per-query gallery and every frame), MR^-2 and mIoU rows: ours timed, the
+    reference named, a metric in range (here at small sizes)."""
+    monkeypatch.setitem(perf.SEARCH_SIZES, "cuhk_sysu", (30, 80, 10))
+    monkeypatch.setitem(perf.SEARCH_SIZES, "prw", (20, 60, 0))
+    monkeypatch.setitem(perf.CITYPERSONS_VAL, "images", 20)
+    monkeypatch.setitem(perf.LIP_VAL, "images", 150)
+    rows = {r["benchmark"]: r for w in ("cuhk_sysu", "prw", "citypersons", "lip")
+            for r in perf.perf_eval(w, repeats=1)}
+    assert set(rows) == {"search eval cuhk_sysu", "search eval prw",
+                         "detection eval citypersons", "parsing eval lip"}
+    for r in rows.values():
+        assert r["ours_s"] > 0 and "not installable" in r["reference"]
+    assert 0 < rows["search eval prw"]["mAP"] <= 100
+    assert 0 < rows["search eval cuhk_sysu"]["mAP"] <= 100
+    assert 0 < rows["detection eval citypersons"]["MR^-2 Reasonable"] < 100
+    assert 40 < rows["parsing eval lip"]["mIoU"] < 80  # 70% of pixels right, 20 classes
+    with pytest.raises(ValueError, match="unknown"):
+        perf.perf_eval("nope")
+
+
 def test_phases_attribute_nested_work(monkeypatch):
     """Data made inside pretraining counts as data; both are taken out of the task's time."""
     from bench import timing
