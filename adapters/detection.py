@@ -8,15 +8,24 @@ is Pedestron (hasanirtiza/Pedestron, mmdet 1.x): detector ``CSP``, ``CSPNeck`` a
 ``tools/cityPerson/eval_MR_multisetup.py`` (:mod:`bench.metrics.detection`).
 
 Method.  The Swin backbone runs with strides (4, 2, 2, 1) and ``out_indices`` (1, 2, 3), so its
-last three stages have output strides 8, 16 and 16, at the detection λ = 1.0.  The neck brings
-each map to stride 4 with a transposed convolution (kernel 4, stride 2, padding 1 for x2;
-kernel 4, stride 4 for x4) to 256 channels, L2-normalises each position's channel vector and
-multiplies it by a learnable per-channel scale (initialised 10), concatenates the three (768
-channels) and fuses them with a 3x3 convolution to 256 channels + BN + ReLU.  Three 1x1
-branches read that map: the centre heatmap (1 channel, sigmoid, bias initialised to the prior
-0.01), the scale (log height in stride-4 units) and the offset (y, x) of the centre within its
-4-pixel cell.  Branch weights are drawn from N(0, 0.01²) (Pedestron's ``init_weights``), the
-neck's from Xavier-normal (CSP's Keras code).
+last three stages have output strides 8, 16 and 16, at the detection λ = 1.0 (drop path 0.1).
+SOLIDER's configuration (``configs/solider/cp/swin_small.py``, the ``solider`` variant, the
+default): the neck (Pedestron's ``CSPNeck``) brings each map to stride 4 with a transposed
+convolution (kernel 4, stride 2, padding 1 for x2; kernel 4, stride 4 for x4) to 256
+channels, L2-normalises each position's channel vector, multiplies it by a learnable
+per-channel scale (initialised 10) and concatenates the three (768 channels).  The head
+(Pedestron's ``CSPHead`` with ``stacked_convs=1`` and ``predict_width=True``) has three
+branches, each a 3x3 convolution to 256 channels + GroupNorm(32) + ReLU and a 3x3 output
+convolution: the centre heatmap (1 channel, sigmoid, bias initialised to the prior 0.01), the
+scale (log height and log width in stride-4 units) and the offset (y, x) of the centre within
+its 4-pixel cell, the last two multiplied by a learnable scalar (1.0).  Every head convolution
+is drawn from N(0, 0.01²); the transposed convolutions keep PyTorch's default initialisation
+(the neck's Xavier initialisation is for ``nn.Conv2d`` only).
+
+The CSP paper's own variant (``variant="csp"``, liuwei16/CSP's Keras ``nn_p3p4p5``): the same
+three transposed convolutions (Xavier-normal) and L2 norms, the concatenation fused by one
+3x3 convolution to 256 channels + BN + ReLU, then 1x1 branches for the centre, the log
+height only (every box has the fixed aspect ratio w = 0.41 h) and the offset.
 
 Targets (:func:`encode`), at stride r = 4, as CSP's ``calc_gt_center`` builds them.  Ignore
 regions (every non-pedestrian box and, in training, pedestrians under ``train_min_height``)
@@ -24,42 +33,45 @@ zero the centre loss mask over their (floor, ceil) cell extent.  Each pedestrian
 (x1, y1, x2, y2)/r spans cells ceil(x1)..x2, ceil(y1)..y2; a separable Gaussian over that
 extent (σ = ((k-1)/2 - 1)·0.3 + 0.8 for a side of k cells) is max-pooled into the Gaussian
 channel, the mask is set to 1 over the box, and the centre cell (int(cx), int(cy)) is the one
-positive.  The scale target log(h / r) and its mask cover the (2·radius + 1)² cells around the
-centre (radius 8 px = 2 cells); the offset target is the centre's position in its cell minus
-0.5, masked at the centre only.
+positive.  The scale targets log(h / r), log(w / r) and their mask cover the (2·radius + 1)²
+cells around the centre (radius 8 px = 2 cells); the offset target is the centre's position
+in its cell minus 0.5, masked at the centre only.
 
-Losses (Pedestron's ``cls_pos``, ``reg_pos``, ``offset_pos``).  Centre: binary cross-entropy
-weighted by (1-p)² at positives and by (1-G)⁴·p² at the other unmasked cells (G the Gaussian),
-summed and divided by the number of positives, weight 0.01.  Scale: L1 on pred / target
-against 1 under the scale mask, over the mask's size, weight 0.05.  Offset: smooth L1 under
-its mask, over the number of centres, weight 0.1.
+Losses (Pedestron's ``cls_pos``, ``reg_hw_pos``, ``offset_pos``; CSP's ``cls_center``,
+``regr_h``, ``regr_offset`` are the same with the height alone).  Centre: binary
+cross-entropy weighted by (1-p)² at positives and by (1-G)⁴·p² at the other unmasked cells (G
+the Gaussian), summed and divided by the number of positives, weight 0.01.  Scale: smooth L1
+(β = 1) of pred / target against 1 under the scale mask, over the mask's size times the
+number of regressed channels, weight 1.  Offset: smooth L1 under its mask, over the number of
+centres, weight 0.1.  (SOLIDER's config names FocalLoss, IoULoss and CrossEntropyLoss, but
+Pedestron's head only reads their ``loss_weight``: the losses are the ones above.)
 
-Data.  Training images are augmented as Pedestron's CSP loader does: brightness x U(0.5, 2) in
-HSV (p = 0.5), horizontal flip (p = 0.5), resize x U(0.4, 1.5), then a crop of the training
-size around a random pedestrian's centre (or a paste onto a mean-coloured canvas when the
-image is smaller than it); boxes are clipped and kept when at least 16 px wide with half their
-area inside (ignore regions when >= 8 px on both sides).  ImageNet mean/std.  Testing runs the
-whole image (padded at the right and bottom to a multiple of 16).
+Data.  Training images are augmented as Pedestron's ``CocoCSPORIDataset`` does: brightness x
+U(0.5, 2) in HSV (p = 0.5), horizontal flip (p = 0.5), resize x U(0.4, 1.5), then a crop of
+the training size around a random pedestrian's centre (or a paste onto a mean-coloured canvas
+when the image is smaller than it); boxes are clipped and kept when at least 16 px wide with
+half their area inside (ignore regions when >= 8 px on both sides).  The training size is
+SOLIDER's ``img_scale`` (2048, 1024), the whole CityPersons image (CSP's Keras code crops
+640x1280).  ImageNet mean/std.  Testing runs the whole image (padded at the right and bottom
+to a multiple of 16).
 
-Decoding (:func:`decode`).  The 1000 best cells by centre score, those above 0.1, give boxes of
-height exp(scale)·r, width 0.41·h, centred at ((x + 0.5 + o_x)·r, (y + 0.5 + o_y)·r), clipped
-to the image; NMS at IoU 0.5; at most 100 per image.
+Decoding (:func:`decode`).  The 1000 best cells by centre score, those above 0.01
+(``test_cfg.score_thr``), give boxes of height exp(scale_h)·r and width exp(scale_w)·r (CSP:
+0.41·h), centred at ((x + 0.5 + o_x)·r, (y + 0.5 + o_y)·r), clipped to the image; NMS at IoU
+0.5; at most 100 per image.
 
 Optimisation.  Adam, lr 1e-4, 240 epochs with x0.1 steps at epochs 110 and 160, constant
 warm-up (lr/3) for the first 500 iterations, 3 images per GPU x 8 (2 x 8 for Swin-B) on one
 device.  Mean teacher: an exponential moving average (decay 0.999) of the weights after every
 step; testing uses the averaged model (``--mean_teacher``).
 
-Deviations from Pedestron: the head is CSP's original (1x1 branches after one 3x3 fusion
-conv); Pedestron's CSPHead stacks a 3x3 GN conv per branch and a 3x3 output conv.  One device
-with the total batch instead of 8 GPUs.  The official run tests every epoch and reports the
-best; here the final (EMA) model is tested once.  Training size 640x1280 is CSP's
-``size_train``.
+Deviations from SOLIDER's run: one device with the total batch instead of 8 GPUs; the official
+run tests every epoch and reports the best, here the final (EMA) model is tested once; boxes
+are (x, y, x + w, y + h) where Pedestron's loader subtracts 1 from x2 and y2.
 
 The ``smoke`` schedule keeps the method and shrinks it (128x256 training crops of the 256x512
-synthetic images, a few epochs, a short warm-up, EMA decay 0.9, and a score threshold of 0.01
-so that an untrained head, still near its 0.01 prior, sends boxes through decoding and the
-metric) to run on a 2-core CPU in well under a minute.
+synthetic images, a few epochs, a short warm-up, EMA decay 0.9) to run on a 2-core CPU in
+well under a minute.
 """
 from __future__ import annotations
 
@@ -88,11 +100,12 @@ from bench.io import atomic_write_bytes
 from bench.metrics.detection import GroundTruth, miss_rates, named
 
 STRIDE = 4
-ASPECT = 0.41  # width / height of every decoded box
+ASPECT = 0.41  # width / height of every box in the CSP variant (no width regressed)
+VARIANTS = ("solider", "csp")
 REPORTED = ("Reasonable", "Reasonable_occ=heavy")
 
 SPEC = TaskSpec(
-    name="detection", version=1, title="Pedestrian detection (CityPersons, CSP)",
+    name="detection", version=2, title="Pedestrian detection (CityPersons, CSP)",
     paper="CSP", reference_code="tinyvision/SOLIDER-PedestrianDetection (Pedestron, mmdet 1.x)",
     datasets=("citypersons",),
     metrics=(Metric("MR^-2 Reasonable", higher_is_better=False),
@@ -105,7 +118,8 @@ SPEC = TaskSpec(
 
 @dataclass(frozen=True)
 class Schedule:
-    train_size: tuple[int, int] = (640, 1280)  # (h, w) training crop
+    variant: str = "solider"  # SOLIDER's Pedestron CSP (width regressed), or "csp" (the paper's)
+    train_size: tuple[int, int] = (1024, 2048)  # (h, w) training crop: SOLIDER's img_scale
     epochs: int = 240
     milestones: tuple[int, ...] = (110, 160)
     gamma: float = 0.1
@@ -118,24 +132,32 @@ class Schedule:
     neck_channels: int = 256
     radius: int = 8  # px around the centre carrying the scale target
     center_weight: float = 0.01
-    scale_weight: float = 0.05
+    scale_weight: float = 1.0
     offset_weight: float = 0.1
     train_min_height: float = 50.0  # smaller pedestrians are ignore regions in training
     scale_range: tuple[float, float] = (0.4, 1.5)
     brightness: tuple[float, float] = (0.5, 2.0)
     min_box_width: float = 16.0
-    score_thr: float = 0.1
+    score_thr: float = 0.01
     nms_iou: float = 0.5
     nms_pre: int = 1000
     max_per_img: int = 100
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.1
     eval_batch_size: int = 1
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise BenchError(f"detection: variant {self.variant!r} is not one of {VARIANTS}")
+
+    @property
+    def predict_width(self) -> bool:
+        return self.variant == "solider"
 
 
 SCHEDULES = {
     "paper": Schedule(),
     "smoke": Schedule(train_size=(128, 256), epochs=6, milestones=(5,), batch_size=4, lr=1e-3,
-                      warmup_iters=4, ema_decay=0.9, score_thr=0.01, eval_batch_size=2),
+                      warmup_iters=4, ema_decay=0.9, eval_batch_size=2),
 }
 
 
@@ -165,10 +187,11 @@ def _upsample(c_in: int, c_out: int, factor: int) -> nn.Module:
 
 
 class CSPNeck(nn.Module):
-    """Each stage to stride 4 and ``channels`` (transposed conv), L2-norm x 10, concat,
-    3x3 conv + BN + ReLU to ``channels``."""
+    """Each stage to stride 4 and ``channels`` (transposed conv), L2-norm x 10, concatenated;
+    ``fuse`` (the CSP variant): then a 3x3 conv + BN + ReLU to ``channels``."""
 
-    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], channels: int = 256):
+    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], channels: int = 256,
+                 fuse: bool = False):
         super().__init__()
         for s in in_strides:
             if s % STRIDE:
@@ -176,45 +199,74 @@ class CSPNeck(nn.Module):
         self.up = nn.ModuleList(_upsample(c, channels, s // STRIDE)
                                 for c, s in zip(in_channels, in_strides))
         self.norm = nn.ModuleList(L2Norm(channels) for _ in in_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(channels * len(in_channels), channels, 3, padding=1,
-                                            bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-        for m in self.up:
-            nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
-        nn.init.xavier_normal_(self.fuse[0].weight)
+        self.out_channels = channels * len(in_channels)
+        self.fuse = None
+        if fuse:
+            self.fuse = nn.Sequential(nn.Conv2d(self.out_channels, channels, 3, padding=1,
+                                                bias=False),
+                                      nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+            self.out_channels = channels
+            for m in self.up:
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+            nn.init.xavier_normal_(self.fuse[0].weight)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         maps = [n(u(f)) for f, u, n in zip(feats, self.up, self.norm)]
         h = min(m.shape[-2] for m in maps)
         w = min(m.shape[-1] for m in maps)
-        return self.fuse(torch.cat([m[..., :h, :w] for m in maps], 1))
+        x = torch.cat([m[..., :h, :w] for m in maps], 1)
+        return x if self.fuse is None else self.fuse(x)
 
 
 class CSPHead(nn.Module):
-    """1x1 branches: centre logit (prior 0.01), log height, (y, x) offset."""
+    """Centre logit (prior 0.01), log height [and log width], (y, x) offset.
 
-    def __init__(self, channels: int = 256):
+    ``stacked`` (Pedestron's ``CSPHead``, ``stacked_convs=1``): per branch a 3x3 conv +
+    GroupNorm(32) + ReLU and a 3x3 output conv, the scale and offset outputs times learnable
+    scalars; otherwise (CSP's) a 1x1 conv per branch."""
+
+    def __init__(self, in_channels: int, channels: int = 256, scale_channels: int = 2,
+                 stacked: bool = True):
         super().__init__()
-        self.center = nn.Conv2d(channels, 1, 1)
-        self.scale = nn.Conv2d(channels, 1, 1)
-        self.offset = nn.Conv2d(channels, 2, 1)
-        for m in (self.center, self.scale, self.offset):
-            nn.init.normal_(m.weight, std=0.01)  # Pedestron's head init
-            nn.init.zeros_(m.bias)
-        nn.init.constant_(self.center.bias, -math.log((1 - 0.01) / 0.01))
+
+        def branch(out: int) -> nn.Module:
+            if not stacked:
+                return nn.Conv2d(in_channels, out, 1)
+            return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                 nn.GroupNorm(32, channels), nn.ReLU(inplace=True),
+                                 nn.Conv2d(channels, out, 3, padding=1))
+
+        self.center, self.scale, self.offset = branch(1), branch(scale_channels), branch(2)
+        self.gains = nn.Parameter(torch.ones(2)) if stacked else None
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)  # Pedestron's head init
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        last = self.center[-1] if stacked else self.center
+        nn.init.constant_(last.bias, -math.log((1 - 0.01) / 0.01))
 
     def forward(self, x: torch.Tensor):
-        return self.center(x), self.scale(x), self.offset(x)
+        c, h, o = self.center(x), self.scale(x), self.offset(x)
+        if self.gains is not None:
+            h, o = h * self.gains[0], o * self.gains[1]
+        return c, h, o
 
 
 class CSPModel(nn.Module):
-    def __init__(self, backbone: nn.Module, semantic_weight: float | None, channels: int = 256):
+    def __init__(self, backbone: nn.Module, semantic_weight: float | None, channels: int = 256,
+                 variant: str = "solider"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise BenchError(f"detection: variant {variant!r} is not one of {VARIANTS}")
+        csp = variant == "csp"
         self.backbone = backbone
         self.semantic_weight = semantic_weight
-        self.neck = CSPNeck(backbone.feature_channels, backbone.feature_strides, channels)
-        self.head = CSPHead(channels)
+        self.neck = CSPNeck(backbone.feature_channels, backbone.feature_strides, channels,
+                            fuse=csp)
+        self.head = CSPHead(self.neck.out_channels, channels, scale_channels=1 if csp else 2,
+                            stacked=not csp)
 
     def forward(self, x: torch.Tensor):
         kw = {} if self.semantic_weight is None else {"semantic_weight": self.semantic_weight}
@@ -256,12 +308,12 @@ def _gaussian(k: int) -> np.ndarray:
 def encode(boxes: np.ndarray, ignores: np.ndarray, map_hw: tuple[int, int], radius: int = 8,
            stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pedestrian boxes and ignore regions (x1, y1, x2, y2, input pixels) -> centre maps
-    (3, H, W: Gaussian, loss mask, centres), scale maps (2, H, W: log(h / stride), mask) and
-    offset maps (3, H, W: y, x, mask), float32."""
+    (3, H, W: Gaussian, loss mask, centres), scale maps (3, H, W: log(h / stride),
+    log(w / stride), mask) and offset maps (3, H, W: y, x, mask), float32."""
     H, W = map_hw
     pos = np.zeros((3, H, W), np.float32)
     pos[1] = 1
-    scale = np.zeros((2, H, W), np.float32)
+    scale = np.zeros((3, H, W), np.float32)
     off = np.zeros((3, H, W), np.float32)
     r = radius // stride
     for b in np.asarray(ignores, np.float64).reshape(-1, 4) / stride:
@@ -281,7 +333,8 @@ def encode(boxes: np.ndarray, ignores: np.ndarray, map_hw: tuple[int, int], radi
         ry = slice(max(cy - r, 0), min(cy + r + 1, H))
         rx = slice(max(cx - r, 0), min(cx + r + 1, W))
         scale[0, ry, rx] = math.log(b[3] - b[1])
-        scale[1, ry, rx] = 1
+        scale[1, ry, rx] = math.log(b[2] - b[0])
+        scale[2, ry, rx] = 1
         off[0, cy, cx] = (b[1] + b[3]) / 2 - cy - 0.5
         off[1, cy, cx] = (b[0] + b[2]) / 2 - cx - 0.5
         off[2, cy, cx] = 1
@@ -292,8 +345,10 @@ def decode(center: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
            image_hw: tuple[int, int], score_thr: float = 0.1, nms_iou: float = 0.5,
            nms_pre: int = 1000, max_per_img: int = 100, stride: int = STRIDE
            ) -> tuple[np.ndarray, np.ndarray]:
-    """One image's maps (centre probabilities (H, W), log heights (H, W), offsets (2, H, W))
-    -> boxes (N, 4) x1, y1, x2, y2 in input pixels and scores (N,), best first."""
+    """One image's maps (centre probabilities (H, W), log heights (H, W) or log heights and
+    widths (2, H, W), offsets (2, H, W)) -> boxes (N, 4) x1, y1, x2, y2 in input pixels,
+    clipped to [0, size - 1] as Pedestron's ``csp_heightwidth2bbox``, and scores (N,), best
+    first.  Without a width map every box is 0.41 times as wide as high."""
     from torchvision.ops import nms
 
     H, W = center.shape
@@ -303,13 +358,14 @@ def decode(center: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
     keep = scores > score_thr
     scores, idx = scores[keep], idx[keep]
     ys, xs = (idx // W).float(), (idx % W).float()
-    h = scale.reshape(-1)[idx].float().exp() * stride
-    w = ASPECT * h
+    scale = scale.reshape(-1, H * W) if scale.dim() == 3 else scale.reshape(1, -1)
+    h = scale[0, idx].float().exp() * stride
+    w = scale[1, idx].float().exp() * stride if len(scale) > 1 else ASPECT * h
     cy = (ys + 0.5 + offset[0].reshape(-1)[idx].float()) * stride
     cx = (xs + 0.5 + offset[1].reshape(-1)[idx].float()) * stride
     ih, iw = image_hw
-    boxes = torch.stack([(cx - w / 2).clamp(0, iw), (cy - h / 2).clamp(0, ih),
-                         (cx + w / 2).clamp(0, iw), (cy + h / 2).clamp(0, ih)], 1)
+    boxes = torch.stack([(cx - w / 2).clamp(0, iw - 1), (cy - h / 2).clamp(0, ih - 1),
+                         (cx + w / 2).clamp(0, iw - 1), (cy + h / 2).clamp(0, ih - 1)], 1)
     keep = nms(boxes, scores, nms_iou)[:max_per_img]
     return (boxes[keep].cpu().numpy().astype(np.float64),
             scores[keep].cpu().numpy().astype(np.float64))
@@ -330,10 +386,13 @@ def center_loss(logit: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 def scale_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 on pred / target against 1 under the mask (Pedestron ``reg_pos``)."""
-    t, m = target[:, 0], target[:, 1]
-    l1 = m * (pred[:, 0] / (t + 1e-10) - t / (t + 1e-10)).abs()
-    return l1.sum() / m.sum().clamp(min=1.0)
+    """Smooth L1 of pred / target against 1 for each regressed channel (log height [, log
+    width]) under the mask, over the mask's size times the channels (Pedestron's
+    ``reg_hw_pos``; CSP's ``regr_h`` with the height alone)."""
+    k = pred.shape[1]
+    t, m = target[:, :k], target[:, 2:3]
+    loss = m * F.smooth_l1_loss(pred / (t + 1e-10), t / (t + 1e-10), reduction="none", beta=1.0)
+    return loss.sum() / (k * m.sum()).clamp(min=1.0)
 
 
 def offset_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -495,7 +554,7 @@ def predict(ctx, model: nn.Module, images: Sequence[CityPersonsImage], s: Schedu
             c = c.float().sigmoid()
             for j, i in enumerate(idx.tolist()):
                 im = images[i]
-                b, sc = decode(c[j, 0], h[j, 0].float(), o[j].float(), (im.height, im.width),
+                b, sc = decode(c[j, 0], h[j].float(), o[j].float(), (im.height, im.width),
                                s.score_thr, s.nms_iou, s.nms_pre, s.max_per_img)
                 b[:, 2:] -= b[:, :2]
                 boxes[i], scores[i] = b, sc
@@ -546,7 +605,8 @@ class Detection:
             raise BenchError(f"detection: training size {h}x{w} must be a multiple of 16")
         backbone = build_backbone(ctx, strides=(4, 2, 2, 1), out_indices=(1, 2, 3),
                                   drop_path_rate=s.drop_path_rate)
-        model = CSPModel(backbone, ctx.semantic_weight, s.neck_channels).to(ctx.device)
+        model = CSPModel(backbone, ctx.semantic_weight, s.neck_channels,
+                         s.variant).to(ctx.device)
         train = [im for im in read_citypersons(root, "train")
                  if any(not o.ignore and o.height >= s.train_min_height for o in im.objects)]
         if not train:

@@ -7,17 +7,25 @@ import pytest
 import torch
 
 from adapters import detection
+from bench.errors import BenchError
 from conftest import tiny_run_config
 from bench import results, runner
 from bench.data.synth.world import default_dir
 
 
-def test_paper_schedule_is_pedestron_csp():
+def test_paper_schedule_is_solider_csp_config():
+    """configs/solider/cp/swin_small.py: Pedestron's CSP with predict_width, loss weights
+    0.01 / 1 / 0.1, img_scale (2048, 1024), test_cfg score_thr 0.01; drop path 0.1."""
     s = detection.SCHEDULES["paper"]
     assert (s.lr, s.epochs, s.milestones, s.warmup_iters, s.ema_decay) == (1e-4, 240, (110, 160),
                                                                              500, 0.999)
-    assert (s.center_weight, s.scale_weight, s.offset_weight) == (0.01, 0.05, 0.1)
-    assert s.mean_teacher and (s.score_thr, s.nms_iou) == (0.1, 0.5)
+    assert s.variant == "solider" and s.predict_width and s.train_size == (1024, 2048)
+    assert (s.center_weight, s.scale_weight, s.offset_weight) == (0.01, 1.0, 0.1)
+    assert s.mean_teacher and (s.score_thr, s.nms_iou, s.max_per_img) == (0.01, 0.5, 100)
+    assert s.drop_path_rate == 0.1
+    assert not detection.Schedule(variant="csp").predict_width
+    with pytest.raises(BenchError, match="variant"):
+        detection.Schedule(variant="fcos")
     assert detection.batch_size_for(s, "swin_t") == 24
     assert detection.batch_size_for(s, "swin_b") == 16
     assert detection.SPEC.semantic_weight == 1.0
@@ -41,12 +49,27 @@ def test_encode_decode_round_trip():
     pos, scale, off = detection.encode(gts, igs, (H // 4, W // 4), radius=8)
     assert pos[2].sum() == len(gts) and off[2].sum() == len(gts)
     assert pos[1, 52, 55] == 0  # inside the ignore region: no centre loss
-    assert scale[1].sum() == len(gts) * 25  # 5x5 cells of scale target each
-    boxes, scores = detection.decode(torch.from_numpy(pos[2]), torch.from_numpy(scale[0]),
-                                     torch.from_numpy(off[:2]), (H, W))
-    assert len(boxes) == len(gts) and (scores == 1).all()
-    for g in gts:
-        assert max(_iou(g, b) for b in boxes) > 0.9
+    assert scale[2].sum() == len(gts) * 25  # 5x5 cells of scale target each
+    for maps in (scale[:2], scale[0]):  # log height and width; log height (CSP: w = 0.41 h)
+        boxes, scores = detection.decode(torch.from_numpy(pos[2]), torch.from_numpy(maps),
+                                         torch.from_numpy(off[:2]), (H, W))
+        assert len(boxes) == len(gts) and (scores == 1).all()
+        for g in gts:
+            assert max(_iou(g, b) for b in boxes) > 0.9
+
+
+def test_width_map_decodes_any_aspect_ratio():
+    """SOLIDER's config regresses the width: a wide box comes back; the CSP variant's fixed
+    aspect ratio cannot give it."""
+    gts = np.array([[100.3, 60.2, 180.7, 140.9]])  # 80 x 80
+    pos, scale, off = (torch.from_numpy(m) for m in
+                       detection.encode(gts, np.zeros((0, 4)), (64, 128)))
+    assert scale[1].max() == pytest.approx(math.log((180.7 - 100.3) / 4), abs=1e-6)
+    (box,), _ = detection.decode(pos[2], scale[:2], off[:2], (256, 512))
+    np.testing.assert_allclose(box, gts[0], atol=1e-3)
+    (box,), _ = detection.decode(pos[2], scale[0], off[:2], (256, 512))
+    assert box[2] - box[0] == pytest.approx(0.41 * (box[3] - box[1]))
+    assert _iou(gts[0], box) < 0.5
 
 
 def test_losses_prefer_the_targets():
@@ -54,11 +77,23 @@ def test_losses_prefer_the_targets():
     pos, scale, off = (torch.from_numpy(m)[None] for m in
                        detection.encode(gts, np.zeros((0, 4)), (32, 32)))
     s = detection.SCHEDULES["paper"]
-    good = (torch.logit(pos[:, 2:3].clamp(0.01, 0.99)), scale[:, :1], off[:, :2])
-    bad = (torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32), torch.ones(1, 2, 32, 32))
+    good = (torch.logit(pos[:, 2:3].clamp(0.01, 0.99)), scale[:, :2], off[:, :2])
+    bad = (torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 32, 32), torch.ones(1, 2, 32, 32))
     loss = lambda out: detection.csp_loss(out, pos, scale, off, s)  # noqa: E731
     assert loss(good) < loss(bad)
+    assert detection.scale_loss(scale[:, :2], scale) == 0
     assert detection.scale_loss(scale[:, :1], scale) == 0
+
+
+def test_scale_loss_by_hand():
+    """Smooth L1 (beta 1) of pred/target - 1 over the mask, divided by the mask's size times
+    the channels: one masked cell, height off by 10% (0.005), width off by 300% (2.5)."""
+    target = torch.zeros(1, 3, 2, 2)
+    target[0, :, 0, 0] = torch.tensor([2.0, 1.0, 1.0])
+    pred = torch.zeros(1, 2, 2, 2)
+    pred[0, :, 0, 0] = torch.tensor([2.2, 4.0])
+    assert detection.scale_loss(pred, target).item() == pytest.approx((0.005 + 2.5) / 2)
+    assert detection.scale_loss(pred[:, :1], target).item() == pytest.approx(0.005)
 
 
 def test_model_shapes():
@@ -68,7 +103,16 @@ def test_model_shapes():
                          out_indices=(1, 2, 3))
     m = detection.CSPModel(bb, 1.0, channels=32)
     c, h, o = m(torch.randn(1, 3, 64, 128))
-    assert c.shape == (1, 1, 16, 32) and h.shape == (1, 1, 16, 32) and o.shape == (1, 2, 16, 32)
+    assert c.shape == (1, 1, 16, 32) and h.shape == (1, 2, 16, 32) and o.shape == (1, 2, 16, 32)
+    assert torch.sigmoid(c).mean().item() == pytest.approx(0.01, rel=0.2)
+    # SOLIDER's: the concatenated 3 x 32 channels into 3x3 conv + GN branches
+    assert m.neck.fuse is None and m.neck.out_channels == 96
+    kinds = [type(x).__name__ for x in m.head.scale]
+    assert kinds == ["Conv2d", "GroupNorm", "ReLU", "Conv2d"] and m.head.scale[0].in_channels == 96
+    csp = detection.CSPModel(bb, 1.0, channels=32, variant="csp")
+    c, h, o = csp(torch.randn(1, 3, 64, 128))
+    assert h.shape == (1, 1, 16, 32) and csp.neck.out_channels == 32
+    assert csp.head.center.kernel_size == (1, 1)
     assert torch.sigmoid(c).mean().item() == pytest.approx(0.01, rel=0.2)
     t = detection.MeanTeacher(m, 0.5)
     with torch.no_grad():
