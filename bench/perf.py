@@ -361,8 +361,9 @@ def perf_eval_parsing(seed: int = 0, repeats: int = 3) -> list[dict]:
         return metrics_from_confusion(total)
 
     t, r = _best_of(run, repeats)
-    return [{"benchmark": "parsing eval lip", "shape": f"{n} label maps, {pixels / 1e6:.0f} M pixels",
-             "ours_s": round(t, 3), "reference": "SCHP compute_mean_ioU (a script, not installable)",
+    return [{"benchmark": "parsing eval lip",
+             "shape": f"{n} label maps, {pixels / 1e6:.0f} M pixels", "ours_s": round(t, 3),
+             "reference": "SCHP compute_mean_ioU (a script, not installable)",
              "mIoU": round(100 * r.mIoU, 2)}]
 
 

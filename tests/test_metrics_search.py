@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from bench.data.search import UNLABELED, SearchDataset, SearchImage, SearchQuery
-from bench.metrics.search import (SearchProtocol, average_precision, cbgm_rescore, evaluate_search,
-                                  iou_threshold, prw_protocol)
+from bench.metrics.search import (SearchProtocol, _positive_ranks, average_precision, cbgm_rescore,
+                                  evaluate_search, iou_threshold, prw_protocol)
 
 NAN4 = [np.nan] * 4
 
@@ -282,3 +282,15 @@ def test_matches_the_plain_procedure_on_random_cases_with_ties(every_frame):
     assert (aps > 0).sum() > nq // 3 and 0 < hits[:, 0].sum() < nq  # a case with content
     np.testing.assert_allclose(r.ap, aps, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(r.hits, hits)
+
+
+@pytest.mark.parametrize("k", [1, 3, 32, 33, 200])  # few positives: comparisons; many: a sort
+def test_positive_ranks_equal_the_sorted_ranking(k):
+    rng = np.random.default_rng(k)
+    sim = rng.integers(0, 40, 500) / 10.0  # many ties
+    pos = np.sort(rng.choice(500, k, replace=False))
+    label = np.zeros(500)
+    label[pos] = 1
+    ap, first = _positive_ranks(sim, pos)
+    assert ap == pytest.approx(average_precision(label, sim), abs=1e-12)
+    assert first == np.flatnonzero(label[np.argsort(-sim, kind="stable")])[0]
