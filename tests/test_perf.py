@@ -122,8 +122,7 @@ def test_phases_record_their_own_peak_memory():
             c = np.ones(100 * 2**20 // 8)
             del c
     peaks = {r["phase"]: r.get("peak_rss_mb") for r in rec.rows()}
-    base = peaks["pretraining"]  # not entered: no peak recorded
-    assert base is None
+    assert peaks["pretraining"] is None  # never entered: no peak recorded
     assert peaks["data generation"] - peaks["task a"] > 250
     assert peaks["task a"] > 100  # at least the 100 MB buffer (and the interpreter)
 
