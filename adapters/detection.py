@@ -104,6 +104,12 @@ ASPECT = 0.41  # width / height of every box in the CSP variant (no width regres
 VARIANTS = ("solider", "csp")
 REPORTED = ("Reasonable", "Reasonable_occ=heavy")
 
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise BenchError(f"detection: variant {variant!r} is not one of {VARIANTS}")
+    return variant
+
+
 SPEC = TaskSpec(
     name="detection", version=2, title="Pedestrian detection (CityPersons, CSP)",
     paper="CSP", reference_code="tinyvision/SOLIDER-PedestrianDetection (Pedestron, mmdet 1.x)",
@@ -146,8 +152,7 @@ class Schedule:
     eval_batch_size: int = 1
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise BenchError(f"detection: variant {self.variant!r} is not one of {VARIANTS}")
+        _check_variant(self.variant)
 
     @property
     def predict_width(self) -> bool:
@@ -258,9 +263,7 @@ class CSPModel(nn.Module):
     def __init__(self, backbone: nn.Module, semantic_weight: float | None, channels: int = 256,
                  variant: str = "solider"):
         super().__init__()
-        if variant not in VARIANTS:
-            raise BenchError(f"detection: variant {variant!r} is not one of {VARIANTS}")
-        csp = variant == "csp"
+        csp = _check_variant(variant) == "csp"
         self.backbone = backbone
         self.semantic_weight = semantic_weight
         self.neck = CSPNeck(backbone.feature_channels, backbone.feature_strides, channels,

@@ -237,8 +237,8 @@ def perf_eval_keypoints(size: dict | None = None, seed: int = 0, repeats: int = 
 # The other evaluators at their benchmarks' test sizes.  Their references (SeqNet's
 # eval_func.py, CityPersons' eval_MR_multisetup.py, SCHP's compute_mean_ioU) are scripts in
 # the papers' repositories, not packages that install, so these rows time ours alone; the
-# tests check the numbers against hand-computed cases and a plain re-statement of each
-# procedure.
+# tests check the numbers against hand-computed cases and, for search, a plain re-statement
+# of SeqNet's procedure.
 SEARCH_SIZES = {  # queries, gallery images, gallery per query (0: every frame but the query's)
     "cuhk_sysu": (2900, 6978, 100), "prw": (2057, 6112, 0)}
 CITYPERSONS_VAL = {"images": 500, "people": 7, "detections": 100}  # per image
@@ -315,15 +315,17 @@ def perf_eval_detection(seed: int = 0, repeats: int = 3) -> list[dict]:
 
     n, g, d = CITYPERSONS_VAL["images"], CITYPERSONS_VAL["people"], CITYPERSONS_VAL["detections"]
     rng = np.random.default_rng(seed)
+
+    def people(k: int) -> np.ndarray:  # x, y, w, h: 20-400 px tall, CityPersons' aspect
+        h = np.exp(rng.uniform(np.log(20), np.log(400), k))
+        return np.stack([rng.uniform(0, 1900, k), rng.uniform(300, 600, k), 0.41 * h, h], 1)
+
     gts, det_boxes, det_scores = [], [], []
     for _ in range(n):
-        h = np.exp(rng.uniform(np.log(20), np.log(400), g))
-        b = np.stack([rng.uniform(0, 1900, g), rng.uniform(300, 600, g), 0.41 * h, h], 1)
+        b = people(g)
         gts.append(GroundTruth.of(b, rng.uniform(0.1, 1, g), rng.random(g) < 0.15))
         found = b[rng.random(g) < 0.7] + rng.normal(0, 3, 4)
-        stray_h = np.exp(rng.uniform(np.log(20), np.log(400), d - len(found)))
-        stray = np.stack([rng.uniform(0, 1900, len(stray_h)), rng.uniform(300, 600, len(stray_h)),
-                          0.41 * stray_h, stray_h], 1)
+        stray = people(d - len(found))
         det_boxes.append(np.concatenate([found, stray]))
         det_scores.append(np.concatenate([rng.uniform(0.3, 1, len(found)),
                                           rng.uniform(0, 0.6, len(stray))]))
