@@ -246,12 +246,14 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
         lr_at: Callable[[int], Sequence[float]] | None = None,
         state_name: str = "train_state.pt",
         after_epoch: Callable[[int, float], None] | None = None,
-        stateful: dict[str, Any] | None = None) -> FitResult:
-    """Train for ``epochs``; ``step(batch)`` returns the loss (the engine does backward and
-    the optimiser step).  ``lr_at(epoch)`` gives each param group's learning rate at the
-    start of an epoch; ``after_epoch(epoch, mean_loss)`` runs at its end (a plateau scheduler,
-    say).  The state (model, optimiser, RNG, and every ``stateful`` object's state_dict) is
-    saved to the task's work folder after every epoch and picked up again if it is there."""
+        stateful: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = None) -> FitResult:
+    """Train for ``epochs``; ``step(batch)`` returns the loss (the engine does backward,
+    clips the gradients' norm at ``clip_grad_norm`` when given, and steps the optimiser).
+    ``lr_at(epoch)`` gives each param group's learning rate at the start of an epoch;
+    ``after_epoch(epoch, mean_loss)`` runs at its end (a plateau scheduler, say).  The state
+    (model, optimiser, RNG, and every ``stateful`` object's state_dict) is saved to the
+    task's work folder after every epoch and picked up again if it is there."""
     stateful = stateful or {}
     state_path = Path(ctx.work_dir) / state_name
     start, resumed = 0, None
@@ -290,6 +292,8 @@ def fit(ctx, model: nn.Module, loader: DataLoader, step: Callable[[Any], torch.T
                                      f"{epoch + 1}; the last good state is {state_path}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 optimizer.step()
                 total += float(loss.detach())
                 n += 1

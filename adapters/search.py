@@ -15,29 +15,37 @@ stage 3 and norm3; it returns the average-pooled RoI feature (``feat_res4``) and
 average-pooled stage-3 map (``feat_res5``).
 SeqNet's two sequential heads:
 1. Faster R-CNN head: a Res5 head and a 2-class ``FastRCNNPredictor`` on ``feat_res5``
-   (softmax cross-entropy + smooth-L1 on 128 sampled proposals, IoU 0.5/0.5, 1/2
+   (softmax cross-entropy + smooth L1 on 128 sampled proposals, IoU 0.5/0.5, 1/2
    positives); its regressed boxes are the second head's proposals (re-sampled in
    training; at test, score > 0.5 and NMS 0.4 first, the classification score kept as
    the First Classification Score, FCS).
-2. Re-ID head: a *copy* of the Res5 head, a class-agnostic ``BBoxRegressor`` (Linear + BN)
-   and the norm-aware embedding (NAE): ``feat_res4`` and ``feat_res5`` are each projected
+2. Re-ID head: a *copy* of the Res5 head, a ``BBoxRegressor`` (Linear + BN, both weights
+   drawn from N(0, 0.01²)) and the norm-aware embedding (NAE): ``feat_res4`` and ``feat_res5`` are each projected
    (Linear + BN) to 128 dims, concatenated, and L2-normalised to the 256-d embedding;
    the norm, through a ``BatchNorm1d(1)``, is the person logit (binary cross-entropy).
    The embedding is trained with OIM: a lookup table of one L2-normalised feature per
    labelled training identity (momentum 0.5) and a circular queue of unlabeled people's
    features (5000 CUHK-SYSU, 500 PRW), logits = 30 x cosine, cross-entropy over the
    labelled identities only.
-All seven losses (RPN objectness and regression, both heads' classification and
-regression, OIM) have weight 1.  At test time a gallery image's final boxes are the
-second head's regressed boxes scored by FCS, with Confidence Weighted Similarity (CWS:
-embedding x score), NMS 0.5, at most 300 per image; a query's embedding is the re-ID
-head's on its ground-truth box.  Images are resized to min side 900 / max side 1500,
-normalised with ImageNet statistics, flipped in training (p = 0.5).  SGD lr 3e-4,
-momentum 0.9, weight decay 5e-4, linear warm-up over the first epoch from 1e-3 x, x0.1 at
-epoch 16; 20 epochs CUHK-SYSU, 18 PRW; batch 4/3/2 images for Swin-T/S/B; λ = 0.6.
+The seven losses (RPN objectness and regression, both heads' classification and
+regression, OIM) have weight 1 except the first head's box regression, weight 10
+(``SOLVER.LW_PROPOSAL_REG`` of ``defaults.py``); both heads' regression is SeqNet's
+``detection_losses``: smooth L1 with β = 1 (``F.smooth_l1_loss``'s default, not
+torchvision's 1/9) over the positive samples' deltas, divided by the number of samples.
+At test time a gallery image's final boxes are the second head's regressed boxes scored by
+FCS, with Confidence Weighted Similarity (CWS: embedding x score), NMS 0.5, at most 300 per
+image; a query's embedding is the re-ID head's on its ground-truth box.  Images are resized
+to min side 900 / max side 1500, normalised with ImageNet statistics, flipped in training
+(p = 0.5).  SGD lr 3e-4, momentum 0.9, weight decay 5e-4, linear warm-up over the first
+epoch from 1e-3 x, x0.1 at epoch 16, gradients clipped to norm 10 (``SOLVER.CLIP_GRADIENTS``);
+20 epochs CUHK-SYSU, 18 PRW; batch 4/3/2 images for Swin-T/S/B; λ = 0.6; Swin drop path
+0.1 (``build_swin``).
 Evaluation: :mod:`bench.metrics.search` (``eval_search_cuhk`` with the TestG100 galleries,
 ``eval_search_prw``: all test frames but the query's), detection threshold 0.5; mAP and
-top-1 in percent.
+top-1/5/10 in percent; alongside, the detector's AP and recall over every gallery person
+(``eval_detection`` as ``engine.py`` calls it: score >= 0.01, IoU 0.5).  Every gallery
+image is detected and saved, so the saved predictions evaluate at any CUHK-SYSU gallery
+size (``bench eval search <file> cuhk_sysu --gallery-size 50..4000``).
 CBGM (context bipartite graph matching, SeqNet's ``EVAL_USE_CBGM``) is a test-time switch,
 ``cbgm`` in the schedule, off in both schedules as in SOLIDER-PersonSearch (``defaults.py``
 sets ``EVAL_USE_CBGM = False`` and ``run.sh`` does not turn it on; SOLIDER's published
@@ -64,7 +72,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
@@ -77,16 +85,20 @@ from bench.data import dataset_root, read_dataset
 from bench.data.search import UNLABELED
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
-from bench.metrics.search import SearchResult, evaluate_search, protocol_for
+from bench.metrics.search import SearchResult, evaluate_detection, evaluate_search, protocol_for
+
+DET_THRESH = 0.01  # engine.py calls eval_detection with det_thresh=0.01
 
 SPEC = TaskSpec(
-    name="search", version=1, title="Person search",
+    name="search", version=2, title="Person search",
     paper="SeqNet", reference_code="tinyvision/SOLIDER-PersonSearch (SeqNet fork)",
     datasets=("cuhk_sysu", "prw"),
-    metrics=(Metric("mAP"), Metric("top-1")),
+    metrics=(Metric("mAP"), Metric("top-1"), Metric("top-5"), Metric("top-10"),
+             Metric("det AP"), Metric("det recall")),
     semantic_weight=0.6,
     notes="metrics in percent; CUHK-SYSU gallery 100; PRW all test frames; det score >= 0.5; "
-          "CBGM off unless schedule cbgm = true",
+          "CBGM off unless schedule cbgm = true; det AP / recall over every gallery person "
+          "(eval_detection, score >= 0.01, IoU 0.5)",
 )
 
 
@@ -114,6 +126,8 @@ class Schedule:
     roi_batch: int = 128
     score_thresh: float = 0.5
     nms_thresh: float = 0.4
+    proposal_reg_weight: float = 10.0  # SOLVER.LW_PROPOSAL_REG (every other loss weight is 1)
+    clip_grad_norm: float = 10.0  # SOLVER.CLIP_GRADIENTS
     detections_per_img: int = 300
     # OIM
     oim_scalar: float = 30.0
@@ -131,7 +145,7 @@ class Schedule:
     cbgm_k2: int = 3  # CUHK-SYSU: the query and its k2 - 1 most confident context people
     prw_cbgm_k1: int = 30
     prw_cbgm_k2: int = 4
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.1  # models/swin.py build_swin
 
 
 SCHEDULES = {
@@ -224,7 +238,7 @@ class BBoxRegressor(nn.Module):
                                        nn.BatchNorm1d(4 * num_classes))
         nn.init.normal_(self.bbox_pred[0].weight, std=0.01)
         nn.init.constant_(self.bbox_pred[0].bias, 0)
-        nn.init.constant_(self.bbox_pred[1].weight, 1)
+        nn.init.normal_(self.bbox_pred[1].weight, std=0.01)
         nn.init.constant_(self.bbox_pred[1].bias, 0)
 
     def forward(self, x):
@@ -374,7 +388,8 @@ class SeqRoIHeads(RoIHeads):
         if self.training:
             pl = torch.cat(p_labels).clamp(0, 1)
             bl = torch.cat(b_labels)
-            loss_p_cls, loss_p_reg = fastrcnn_loss(p_logits.float(), p_regs.float(), [pl], [torch.cat(p_targets)])
+            loss_p_cls = F.cross_entropy(p_logits.float(), pl)
+            loss_p_reg = _reg_loss(p_regs.float(), pl, torch.cat(p_targets))
             loss_b_reg = _reg_loss(b_regs.float(), bl.clamp(0, 1), torch.cat(b_targets))
             loss_b_cls = F.binary_cross_entropy_with_logits(b_logits.float(), bl.clamp(0, 1).float())
             return [], {"loss_proposal_cls": loss_p_cls, "loss_proposal_reg": loss_p_reg,
@@ -399,10 +414,11 @@ class SeqRoIHeads(RoIHeads):
 
 
 def _reg_loss(regs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Smooth-L1 (β = 1/9) on the positive samples' class-1 deltas, / number of samples."""
+    """SeqNet's ``detection_losses`` regression term: smooth L1 (β = 1, ``F.smooth_l1_loss``'s
+    default) of the positive samples' class-1 deltas, summed, over the number of samples."""
     pos = torch.nonzero(labels > 0).flatten()
     regs = regs.reshape(regs.shape[0], -1, 4)[pos, 1]
-    return F.smooth_l1_loss(regs, targets[pos], beta=1 / 9, reduction="sum") / max(labels.numel(), 1)
+    return F.smooth_l1_loss(regs, targets[pos], beta=1.0, reduction="sum") / max(labels.numel(), 1)
 
 
 class SeqNet(nn.Module):
@@ -426,6 +442,7 @@ class SeqNet(nn.Module):
         pool = MultiScaleRoIAlign(featmap_names=["feat_res4"], output_size=14, sampling_ratio=2)
         self.roi_heads = SeqRoIHeads(pool, box_head, reid_head, s, num_pids, cq_size)
         self.transform = GeneralizedRCNNTransform(s.min_size, s.max_size, *IMAGENET)
+        self.proposal_reg_weight = s.proposal_reg_weight
 
     def forward(self, images, targets=None):
         """Training: the loss dict.  Test: per image {boxes, scores, embeddings}."""
@@ -437,6 +454,7 @@ class SeqNet(nn.Module):
         if self.training:
             losses["loss_rpn_cls"] = rpn_losses["loss_objectness"]
             losses["loss_rpn_reg"] = rpn_losses["loss_rpn_box_reg"]
+            losses["loss_proposal_reg"] = losses["loss_proposal_reg"] * self.proposal_reg_weight
             return losses
         return self.transform.postprocess(dets, images.image_sizes, sizes)
 
@@ -516,6 +534,14 @@ def evaluate(query_feats, gallery_boxes, gallery_scores, gallery_feats, protocol
                            cbgm_k1=cbgm_k1, cbgm_k2=cbgm_k2)
 
 
+def reported(r: SearchResult, detection: tuple[float, float]) -> dict[str, float]:
+    """The task's rows in percent: mAP, top-1/5/10 and the detector's AP and recall
+    (:func:`bench.metrics.search.evaluate_detection`'s ``(recall, ap)``)."""
+    recall, ap = detection
+    return {"mAP": 100.0 * r.mAP, **{f"top-{k}": 100.0 * r.topk[k] for k in (1, 5, 10)},
+            "det AP": 100.0 * ap, "det recall": 100.0 * recall}
+
+
 def cbgm_ks(s: Schedule, dataset: str) -> tuple[int, int]:
     """SeqNet's CBGM (k1, k2) for a dataset: 30, 4 on PRW, 10, 3 otherwise (CUHK-SYSU)."""
     return (s.prw_cbgm_k1, s.prw_cbgm_k2) if dataset == "prw" else (s.cbgm_k1, s.cbgm_k2)
@@ -528,9 +554,8 @@ class Search:
         for key in ctx.datasets:
             root, _ = dataset_root(ctx.config, key, profile=ctx.profile)
             data = read_dataset(key, root)
-            r = self.train_and_test(ctx, s, data, key)
-            yield _measure(key, "mAP", 100.0 * r.mAP)
-            yield _measure(key, "top-1", 100.0 * r.topk[1])
+            for name, value in self.train_and_test(ctx, s, data, key).items():
+                yield _measure(key, name, value)
 
     @staticmethod
     def evaluate_file(path, data) -> dict[str, float]:
@@ -571,9 +596,10 @@ class Search:
             k1, k2 = int(pred["cbgm_k1"]), int(pred["cbgm_k2"])
         r = evaluate(qf, boxes, scores, feats, protocol_for(data, ignore_cam), det_thresh,
                      context, k1, k2)
-        return {"mAP": 100.0 * r.mAP, "top-1": 100.0 * r.topk[1]}
+        return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
+                                              DET_THRESH))
 
-    def train_and_test(self, ctx, s: Schedule, data, key: str) -> SearchResult:
+    def train_and_test(self, ctx, s: Schedule, data, key: str) -> dict[str, float]:
         gen = seed_everything(ctx.seed)
         pids = sorted({int(p) for im in data.train for p in im.pids if p != UNLABELED})
         labels = {p: i + 1 for i, p in enumerate(pids)}
@@ -609,17 +635,18 @@ class Search:
             losses = model(imgs, targets)
             return sum(v.float() for v in losses.values())
 
-        fit(ctx, model, loader, step, optimizer, epochs, lr_at, state_name=f"{key}_state.pt")
+        fit(ctx, model, loader, step, optimizer, epochs, lr_at, state_name=f"{key}_state.pt",
+            clip_grad_norm=s.clip_grad_norm)
         return self.test(ctx, s, model, data)
 
     @torch.no_grad()
-    def test(self, ctx, s: Schedule, model: SeqNet, data) -> SearchResult:
+    def test(self, ctx, s: Schedule, model: SeqNet, data) -> dict[str, float]:
+        """Detect in every gallery image (SeqNet's gallery loader), embed the query boxes,
+        save the predictions and evaluate them: :func:`reported`'s metrics."""
         model.eval()
-        needed = (sorted({j for gal in data.query_gallery for j in gal})
-                  if data.query_gallery is not None else range(len(data.gallery)))
         dim = s.embedding_dim
-        dets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        loader = DataLoader(SceneList([data.gallery[j] for j in needed]), batch_size=1,
+        dets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(data.gallery)
+        loader = DataLoader(SceneList(data.gallery), batch_size=1,
                             num_workers=num_workers(), collate_fn=_collate)
         with ctx.out.progress() as progress:
             bar = progress.add_task("search: gallery", total=len(loader))
@@ -627,7 +654,7 @@ class Search:
                 with autocast(ctx.device, ctx.precision):
                     out = model([x.to(ctx.device) for x in imgs])
                 for o, i in zip(out, idx):
-                    dets[needed[i]] = (o["boxes"].float().cpu().numpy(),
+                    dets[i] = (o["boxes"].float().cpu().numpy(),
                                        o["scores"].float().cpu().numpy(),
                                        o["embeddings"].float().cpu().numpy())
                 progress.advance(bar)
@@ -642,7 +669,8 @@ class Search:
                 progress.advance(bar)
             context = self.query_context(ctx, s, model, data, progress) if s.cbgm else None
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), np.float32))
-        per = [dets.get(j, empty) for j in range(len(data.gallery))]
+        per = dets
+        boxes, scores = [p[0] for p in per], [p[1] for p in per]
         qf = np.stack(qf) if qf else np.zeros((0, dim), np.float32)
         k1, k2 = cbgm_ks(s, data.name)
         extra = {}
@@ -662,9 +690,10 @@ class Search:
                  query_feats=qf.astype(np.float32), det_thresh=s.det_thresh,
                  ignore_cam_id=s.ignore_cam_id)
         atomic_write_bytes(Path(ctx.work_dir) / f"{data.name}_predictions.npz", buf.getvalue())
-        return evaluate(qf, [p[0] for p in per], [p[1] for p in per], [p[2] for p in per],
-                        protocol_for(data, s.ignore_cam_id), s.det_thresh,
-                        None if context is None else [c[2] for c in context], k1, k2)
+        r = evaluate(qf, boxes, scores, [p[2] for p in per], protocol_for(data, s.ignore_cam_id),
+                     s.det_thresh, None if context is None else [c[2] for c in context], k1, k2)
+        return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
+                                              DET_THRESH))
 
     @torch.no_grad()
     def query_context(self, ctx, s: Schedule, model: SeqNet, data, progress):

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000, help="with --baseline (default 1000)")
     p.add_argument("--profile", help="whose synthetic world holds the dataset, as the run "
                                       "that saved the predictions (default: [run] profile)")
+    p.add_argument("--gallery-size", type=int, metavar="N",
+                   help="search on cuhk_sysu: the per-query galleries of TestG<N>.mat (50, "
+                        "100, 500, 1000, 2000, 4000; default 100)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", parents=[common], help="run tasks over a range of λ, report with plots",
@@ -525,14 +528,25 @@ def cmd_eval(args: argparse.Namespace, out: Output) -> int:
     if not pred.exists():  # a file, or a folder of label maps (parsing)
         raise BenchError(f"{pred}: predictions not found")
     root = _dataset_root_arg(args, cfg)
-    if args.baseline:
-        return _eval_against(args, out, cfg, task, pred, read_dataset(args.dataset, root))
-    metrics = task.evaluate_file(pred, read_dataset(args.dataset, root))
-    if args.json:
-        out.json({"task": args.task, "dataset": args.dataset, "metrics": metrics})
+    if args.gallery_size is not None:
+        if (args.task, args.dataset) != ("search", "cuhk_sysu"):
+            raise BenchError("--gallery-size is for `bench eval search <predictions> cuhk_sysu`")
+        from bench.data.search import read_cuhk_sysu
+
+        data = read_cuhk_sysu(root, gallery_size=args.gallery_size)
     else:
-        out.table(f"{args.task} on {args.dataset}", ["metric", "value"],
-                  ([k, f"{v:.4g}"] for k, v in metrics.items()), caption=str(pred))
+        data = read_dataset(args.dataset, root)
+    if args.baseline:
+        return _eval_against(args, out, cfg, task, pred, data)
+    metrics = task.evaluate_file(pred, data)
+    size = getattr(data, "gallery_size", None)  # CUHK-SYSU's TestG<N> protocol
+    if args.json:
+        out.json({"task": args.task, "dataset": args.dataset, "metrics": metrics,
+                  **({"gallery_size": size} if size else {})})
+    else:
+        title = f"{args.task} on {args.dataset}" + (f", gallery {size}" if size else "")
+        out.table(title, ["metric", "value"], ([k, f"{v:.4g}"] for k, v in metrics.items()),
+                  caption=str(pred))
     return 0
 
 

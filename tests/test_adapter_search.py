@@ -17,7 +17,11 @@ def test_paper_schedule_is_solider_seqnet():
     assert (s.batch_size, dict(s.batch_by_arch)) == (4, {"swin_s": 3, "swin_b": 2})
     assert (s.cq_size, s.prw_cq_size, s.oim_scalar, s.oim_momentum) == (5000, 500, 30.0, 0.5)
     assert s.det_thresh == 0.5 and search.SPEC.semantic_weight == 0.6
-    assert [m.name for m in search.SPEC.metrics] == ["mAP", "top-1"]
+    # defaults.py: LW_PROPOSAL_REG 10, CLIP_GRADIENTS 10; models/swin.py: drop_path_rate 0.1
+    assert (s.proposal_reg_weight, s.clip_grad_norm, s.drop_path_rate) == (10.0, 10.0, 0.1)
+    assert [m.name for m in search.SPEC.metrics] == ["mAP", "top-1", "top-5", "top-10",
+                                                     "det AP", "det recall"]
+    assert search.DET_THRESH == 0.01  # engine.py: eval_detection(..., det_thresh=0.01)
     assert search.SPEC.datasets == ("cuhk_sysu", "prw")
 
 
@@ -99,6 +103,27 @@ def test_seqnet_trains_and_detects():
     assert m.detect_context(imgs[0], qboxes[:1], limit=0)[0][0].shape == (0, 4)
 
 
+def test_regression_losses_are_seqnets_detection_losses():
+    """Smooth L1 with beta 1 over the positives' class-1 deltas, / all samples; the first
+    head's term enters the total 10 times."""
+    regs = torch.tensor([[9., 9, 9, 9, 0.5, 2.0, 0, 0], [9., 9, 9, 9, 9, 9, 9, 9]])
+    targets = torch.zeros(2, 4)
+    labels = torch.tensor([1, 0])
+    # positive row: 0.5 * 0.5^2 + (2 - 0.5) = 1.625, over 2 samples
+    assert search._reg_loss(regs, labels, targets).item() == pytest.approx(1.625 / 2)
+    torch.manual_seed(0)
+    m = _model()
+    imgs = [torch.rand(3, 160, 200)]
+    targets = [{"boxes": torch.tensor([[10., 20, 60, 140]]), "labels": torch.tensor([1])}]
+    m.train()
+    torch.manual_seed(1)
+    weighted = m(imgs, targets)["loss_proposal_reg"]
+    m.proposal_reg_weight = 1.0
+    torch.manual_seed(1)
+    plain = m(imgs, targets)["loss_proposal_reg"]
+    assert weighted.item() == pytest.approx(10 * plain.item()) and plain.item() > 0
+
+
 def test_res5_head_uses_lambda():
     torch.manual_seed(0)
     m = _model().eval()
@@ -130,7 +155,8 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == set(datasets)
-    assert set(df["metric"]) == {"mAP", "top-1"} and len(df) == 2 * len(datasets)
+    metrics = {"mAP", "top-1", "top-5", "top-10", "det AP", "det recall"}
+    assert set(df["metric"]) == metrics and len(df) == 6 * len(datasets)
     assert set(df["semantic_weight"]) == {0.6}
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
     # saved predictions re-evaluate to the stored numbers
@@ -155,7 +181,7 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
             np.savez(old, **{k: v for k, v in pred.items()
                              if k != "cbgm" and not k.startswith(("context_", "cbgm_"))})
             plain = search.Search.evaluate_file(old, read_dataset(key, base / folder))
-            assert set(plain) == {"mAP", "top-1"}
+            assert set(plain) == metrics
             # cbgm on but the context lost: a clear error naming the file
             np.savez(old, **{k: v for k, v in pred.items() if not k.startswith("context_")})
             with pytest.raises(BenchError, match=r"_old\.npz: saved with cbgm on but has no "
@@ -163,8 +189,21 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
                 search.Search.evaluate_file(old, read_dataset(key, base / folder))
 
 
-def test_end_to_end_tiny_run_with_cbgm(tmp_path):
+def test_end_to_end_tiny_run_with_cbgm(tmp_path, bench_cli, capsys):
     _tiny_run(tmp_path, ["cuhk_sysu"], cbgm=True)
+    capsys.readouterr()  # the run's own output
+    # every gallery image's detections are saved: another TestG size evaluates from them
+    [run_dir] = list((tmp_path / "res" / "runs").iterdir())
+    pred = str(run_dir / "search" / "cuhk_sysu_predictions.npz")
+    root = str(default_dir(tmp_path / "cache", "smoke", 0) / "CUHK-SYSU")
+    rows = {}
+    for size in (10, 20):  # the smoke world's TestG10.mat and TestG20.mat
+        got = bench_cli.json("eval", "search", pred, "cuhk_sysu", root, "--gallery-size", str(size))
+        assert got["gallery_size"] == size
+        rows[size] = got["metrics"]
+    assert rows[20]["det AP"] == rows[10]["det AP"]  # the detector does not depend on it
+    code, _, err = bench_cli("eval", "search", pred, "prw", "--gallery-size", "50")
+    assert code == 2 and "--gallery-size is for `bench eval search <predictions> cuhk_sysu`" in err
 
 
 @pytest.mark.slow

@@ -53,6 +53,27 @@ def test_nan_loss_stops_with_the_last_good_state(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_fit_clips_the_gradient_norm(tmp_path, clip):
+    """One SGD step at lr 1 from zero weights: the update is minus the (clipped) gradient."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from adapters._engine import fit
+    from bench.console import Output
+
+    ctx = SimpleNamespace(work_dir=tmp_path, out=Output(quiet=True), spec=SimpleNamespace(name="toy"),
+                          device="cpu", precision="fp32", seed=0, log=lambda m: None)
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    loader = DataLoader(TensorDataset(torch.tensor([[3.0, 4.0]])), batch_size=1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    fit(ctx, model, loader, lambda b: -model(b[0]).sum(), opt, epochs=1, clip_grad_norm=clip)
+    expected = [3.0, 4.0] if clip is None else [0.3, 0.4]  # gradient norm 5 -> 0.5
+    assert model.weight.detach().flatten().tolist() == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("native, device, asked, expected", [
     (True, "cpu", "bf16", "bf16"),
     (False, "cpu", "bf16", "fp32"),  # emulated bf16 is slower than fp32: fall back

@@ -4,7 +4,8 @@ import pytest
 
 from bench.data.search import UNLABELED, SearchDataset, SearchImage, SearchQuery
 from bench.metrics.search import (SearchProtocol, _positive_ranks, average_precision, cbgm_rescore,
-                                  evaluate_search, iou_threshold, prw_protocol)
+                                  evaluate_detection, evaluate_search, iou_threshold,
+                                  prw_protocol)
 
 NAN4 = [np.nan] * 4
 
@@ -294,3 +295,93 @@ def test_positive_ranks_equal_the_sorted_ranking(k):
     ap, first = _positive_ranks(sim, pos)
     assert ap == pytest.approx(average_precision(label, sim), abs=1e-12)
     assert first == np.flatnonzero(label[np.argsort(-sim, kind="stable")])[0]
+
+
+# --------------------------------------------------------------------------------------
+# Detection recall and AP (SeqNet's eval_detection)
+# --------------------------------------------------------------------------------------
+def test_detection_hand_computed():
+    """Image 0: two people; detections A (IoU 1 with person 1, score .9), B (IoU 0.6 with
+    person 1, score .8: person 1's best is A, so B is a false positive), C (nothing, .7).
+    Image 1: one person, missed (its only detection, .6, has IoU 1/3).  Image 2: a person,
+    its detection under the threshold.  Recall 1/4; ranking .9 (TP) .8 .7 .6 -> precision 1
+    at the one positive, AP = 1 x 1/4."""
+    gts = [np.array([[0, 0, 10, 20], [50, 0, 60, 20]], float), np.array([[0, 0, 10, 30]], float),
+           np.array([[0, 0, 10, 10]], float)]
+    boxes = [np.array([[0, 0, 10, 20], [0, 0, 10, 12], [100, 100, 110, 120]], float),
+             np.array([[0, 0, 10, 10]], float), np.array([[0, 0, 10, 10]], float)]
+    scores = [np.array([.9, .8, .7]), np.array([.6]), np.array([.005])]
+    recall, ap = evaluate_detection(gts, boxes, scores)
+    assert recall == pytest.approx(0.25) and ap == pytest.approx(0.25)
+    # at threshold 0.001 image 2's detection counts: recall 2/4, ranking .9 T .8 .7 .6 .005 T
+    recall, ap = evaluate_detection(gts, boxes, scores, det_thresh=0.001)
+    assert recall == pytest.approx(0.5)
+    assert ap == pytest.approx((0.5 * 1 + 0.5 * 2 / 5) * 0.5)
+
+
+def test_detection_mutual_best_and_edge_cases():
+    # one detection between two people: it matches only the one it overlaps most
+    gts = [np.array([[0, 0, 10, 20], [2, 0, 12, 20]], float)]
+    recall, ap = evaluate_detection(gts, [np.array([[1.5, 0, 11.5, 20]])], [np.array([.9])])
+    assert recall == 0.5 and ap == 0.5
+    # no detections at all; no ground truth at all (every detection a false positive)
+    assert evaluate_detection(gts, [np.zeros((0, 4))], [np.zeros(0)]) == (0.0, 0.0)
+    assert evaluate_detection([np.zeros((0, 4))], [np.array([[0, 0, 5, 5]], float)],
+                              [np.array([.9])]) == (0.0, 0.0)
+    assert evaluate_detection([], [], []) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="one entry per image"):
+        evaluate_detection(gts, [], [])
+
+
+def _reference_detection(gts, boxes, scores, det_thresh=0.01, iou_thresh=0.5):
+    """SeqNet's eval_detection written plainly (loops; first index on ties)."""
+    y_true, y_score, count_gt, count_tp = [], [], 0, 0
+    for g, b, s in zip(gts, boxes, scores):
+        keep = s >= det_thresh
+        b, s = b[keep], s[keep]
+        if len(b) == 0 or len(g) == 0:
+            count_gt += len(g)
+            y_true += [False] * len(b)
+            y_score += list(s)
+            continue
+        iou = np.zeros((len(g), len(b)))
+        for i in range(len(g)):
+            for j in range(len(b)):
+                iw = max(0.0, min(g[i, 2], b[j, 2]) - max(g[i, 0], b[j, 0]))
+                ih = max(0.0, min(g[i, 3], b[j, 3]) - max(g[i, 1], b[j, 1]))
+                inter = iw * ih
+                iou[i, j] = inter / ((g[i, 2] - g[i, 0]) * (g[i, 3] - g[i, 1])
+                                     + (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1]) - inter)
+        tf = iou >= iou_thresh
+        for j in range(len(b)):
+            tf[np.arange(len(g)) != np.argmax(iou[:, j]), j] = False
+        for i in range(len(g)):
+            tf[i, np.arange(len(b)) != np.argmax(iou[i])] = False
+        y_true += list(tf.any(0))
+        y_score += list(s)
+        count_tp += tf.sum()
+        count_gt += len(g)
+    recall = count_tp / count_gt
+    return recall, (average_precision(np.array(y_true), np.array(y_score)) * recall
+                    if count_tp else 0.0)
+
+
+def test_detection_matches_the_plain_procedure_on_random_scenes():
+    """Crowded random scenes with duplicate and shifted detections, tied scores and IoUs."""
+    rng = np.random.default_rng(5)
+    gts, boxes, scores = [], [], []
+    for _ in range(60):
+        n = int(rng.integers(0, 6))
+        xy = rng.integers(0, 40, (n, 2)).astype(float)
+        g = np.concatenate([xy, xy + rng.integers(8, 30, (n, 2))], 1)
+        dets = [g[i] + rng.integers(-4, 5, 4) for i in rng.integers(0, max(n, 1), 2 * n)] if n \
+            else []
+        dets += [np.r_[xy0, xy0 + 15] for xy0 in rng.integers(0, 60, (int(rng.integers(0, 3)), 2))]
+        b = np.array(dets, float).reshape(-1, 4)
+        gts.append(g)
+        boxes.append(b)
+        scores.append(rng.choice([0.005, 0.3, 0.6, 0.9], len(b)))
+    got = evaluate_detection(gts, boxes, scores)
+    want = _reference_detection(gts, boxes, scores)
+    assert 0.2 < want[0] < 0.95  # a case with content
+    assert got == pytest.approx(want, abs=1e-12)

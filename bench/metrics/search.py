@@ -24,6 +24,9 @@ SOLIDER-PersonSearch keeps unchanged):
   (CBGM, ``cbgm=True`` in ``eval_func.py``) revises some similarities, see
   :func:`cbgm_rescore`.
 
+Alongside, the detector itself: recall and AP over every gallery image's people
+(``eval_detection``, :func:`evaluate_detection`).
+
 Everything below works on plain arrays: per gallery image its detected boxes (x1, y1, x2,
 y2), scores and embeddings; per query its embedding, the indices of its gallery images and
 the query person's box in each of them (:class:`SearchProtocol`).  The per-query work is
@@ -256,6 +259,56 @@ def evaluate_search(query_feats: np.ndarray, gallery_boxes: Sequence[np.ndarray]
                         ap=aps_a, recall_rate=np.asarray(rates), hits=hits_a)
 
 
+def evaluate_detection(gt_boxes: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
+                       scores: Sequence[np.ndarray], det_thresh: float = 0.01,
+                       iou_thresh: float = 0.5) -> tuple[float, float]:
+    """Detection recall and AP over the gallery, as SeqNet's ``eval_detection`` (all people,
+    ``labeled_only=False``; ``engine.py`` calls it with ``det_thresh=0.01``), in [0, 1].
+
+    Per gallery image ``j``: ground-truth boxes ``gt_boxes[j]`` (Gj, 4), detections
+    ``boxes[j]`` (Nj, 4) with ``scores[j]``, those scoring >= ``det_thresh`` kept.  A
+    detection and a ground truth match when their IoU is >= ``iou_thresh`` and each is the
+    other's highest-IoU partner (the first one on a tie, in the given order).  Recall is
+    matches / ground truths; AP is the average precision of every kept detection (matched =
+    positive; tied scores one threshold) times the recall, 0 when nothing matched.  An
+    image without ground truth makes every detection of it a false positive (SeqNet's loop
+    would fail there).  Vectorised over all (ground truth, detection) pairs of an image."""
+    n_img = len(gt_boxes)
+    if not (len(boxes) == len(scores) == n_img):
+        raise ValueError("ground truths, boxes and scores must have one entry per image")
+    gts = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]
+    s_all = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
+    keep = [s >= det_thresh for s in s_all]
+    dets = np.concatenate([np.asarray(b, dtype=np.float64).reshape(-1, 4)[k]
+                           for b, k in zip(boxes, keep)] or [np.zeros((0, 4))])
+    score = np.concatenate([s[k] for s, k in zip(s_all, keep)] or [np.zeros(0)])
+    n_gt = np.array([len(g) for g in gts], dtype=np.int64)
+    n_det = np.array([int(k.sum()) for k in keep], dtype=np.int64)
+    count_gt = int(n_gt.sum())
+    gt = np.concatenate(gts or [np.zeros((0, 4))])
+    # every (detection, ground truth) pair of one image
+    d_img = np.repeat(np.arange(n_img), n_det)
+    reps = n_gt[d_img]
+    pd = np.repeat(np.arange(len(dets)), reps)
+    g_start = np.r_[0, np.cumsum(n_gt)[:-1]]
+    offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    pg = np.repeat(g_start[d_img], reps) + offset
+    iou = box_iou_pairs(dets[pd], gt[pg]) if len(pd) else np.zeros(0)
+    best_of_det = np.zeros(len(pd), dtype=bool)  # the first highest-IoU gt of each detection
+    o = np.lexsort((pg, -iou, pd))
+    best_of_det[o[np.unique(pd[o], return_index=True)[1]]] = True
+    best_of_gt = np.zeros(len(pd), dtype=bool)  # the first highest-IoU detection of each gt
+    o = np.lexsort((pd, -iou, pg))
+    best_of_gt[o[np.unique(pg[o], return_index=True)[1]]] = True
+    match = (iou >= iou_thresh) & best_of_det & best_of_gt
+    y_true = np.zeros(len(dets), dtype=np.int64)
+    y_true[pd[match]] = 1
+    count_tp = int(match.sum())
+    recall = count_tp / count_gt if count_gt else 0.0
+    ap = average_precision(y_true, score) * recall if count_tp else 0.0
+    return recall, ap
+
+
 # --------------------------------------------------------------------------------------
 # Protocols from dataset records (bench.data.search.SearchDataset)
 # --------------------------------------------------------------------------------------
@@ -300,4 +353,5 @@ def protocol_for(data, ignore_cam_id: bool = True) -> SearchProtocol:
 
 
 __all__ = ["SearchProtocol", "SearchResult", "average_precision", "box_iou_pairs",
-           "cbgm_rescore", "cuhk_protocol", "evaluate_search", "iou_threshold", "prw_protocol", "protocol_for"]
+           "cbgm_rescore", "cuhk_protocol", "evaluate_detection", "evaluate_search",
+           "iou_threshold", "prw_protocol", "protocol_for"]
