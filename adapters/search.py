@@ -46,6 +46,10 @@ top-1/5/10 in percent; alongside, the detector's AP and recall over every galler
 (``eval_detection`` as ``engine.py`` calls it: score >= 0.01, IoU 0.5).  Every gallery
 image is detected and saved, so the saved predictions evaluate at any CUHK-SYSU gallery
 size (``bench eval search <file> cuhk_sysu --gallery-size 50..4000``).
+``eval_use_gt`` (SeqNet's ``EVAL_USE_GT``, off in the paper schedule) also searches with
+the ground-truth gallery boxes as detections of score 1, each embedded by the re-ID head
+from the same backbone pass, reported as "GT mAP" and "GT top-1": the re-ID part's share,
+without the detector's.
 CBGM (context bipartite graph matching, SeqNet's ``EVAL_USE_CBGM``) is a test-time switch,
 ``cbgm`` in the schedule, off in both schedules as in SOLIDER-PersonSearch (``defaults.py``
 sets ``EVAL_USE_CBGM = False`` and ``run.sh`` does not turn it on; SOLIDER's published
@@ -58,7 +62,9 @@ context people against each image's detections (k1, k2 = 10, 3 on CUHK-SYSU, 30,
 PRW, as ``eval_func.py``).
 
 The ``smoke`` schedule keeps the method and shrinks it (min side 240, few proposals, a
-couple of epochs, a larger learning rate, low score thresholds) to run on a CPU in minutes.
+couple of epochs, a larger learning rate, low score thresholds) to run on a CPU in minutes,
+and reports the ground-truth-box search too (``eval_use_gt``): a detector trained for a
+few hundred steps finds few people, and the GT rows still show what the re-ID head learnt.
 """
 from __future__ import annotations
 
@@ -94,7 +100,7 @@ SPEC = TaskSpec(
     paper="SeqNet", reference_code="tinyvision/SOLIDER-PersonSearch (SeqNet fork)",
     datasets=("cuhk_sysu", "prw"),
     metrics=(Metric("mAP"), Metric("top-1"), Metric("top-5"), Metric("top-10"),
-             Metric("det AP"), Metric("det recall")),
+             Metric("det AP"), Metric("det recall"), Metric("GT mAP"), Metric("GT top-1")),
     semantic_weight=0.6,
     notes="metrics in percent; CUHK-SYSU gallery 100; PRW all test frames; det score >= 0.5; "
           "CBGM off unless schedule cbgm = true; det AP / recall over every gallery person "
@@ -141,6 +147,9 @@ class Schedule:
     ignore_cam_id: bool = True  # PRW: False = the cross-camera protocol
     # CBGM (eval_func.py's cbgm=True): off in SOLIDER-PersonSearch (EVAL_USE_CBGM = False)
     cbgm: bool = False
+    # EVAL_USE_GT: also search with the ground-truth gallery boxes (score 1, the re-ID head's
+    # embeddings), reported as "GT mAP" / "GT top-1": the re-ID part without the detector's
+    eval_use_gt: bool = False
     cbgm_k1: int = 10  # CUHK-SYSU: gallery images of the k1 most similar detections revisited
     cbgm_k2: int = 3  # CUHK-SYSU: the query and its k2 - 1 most confident context people
     prw_cbgm_k1: int = 30
@@ -154,7 +163,7 @@ SCHEDULES = {
                       batch_size=2, lr=3e-3, warmup_factor=0.1, rpn_pre_nms_train=1000,
                       rpn_post_nms_train=200, rpn_pre_nms_test=500, rpn_post_nms_test=50,
                       rpn_batch=128, roi_batch=32, score_thresh=0.05, detections_per_img=50,
-                      cq_size=100, prw_cq_size=100, det_thresh=0.05),
+                      cq_size=100, prw_cq_size=100, det_thresh=0.05, eval_use_gt=True),
 }
 
 
@@ -444,9 +453,14 @@ class SeqNet(nn.Module):
         self.transform = GeneralizedRCNNTransform(s.min_size, s.max_size, *IMAGENET)
         self.proposal_reg_weight = s.proposal_reg_weight
 
-    def forward(self, images, targets=None):
-        """Training: the loss dict.  Test: per image {boxes, scores, embeddings}."""
+    def forward(self, images, targets=None, gt_boxes=None):
+        """Training: the loss dict.  Test: per image {boxes, scores, embeddings}; with
+        ``gt_boxes`` (per image (Ni, 4), image pixels) also ``gt_embeddings`` (Ni, D), the
+        re-ID head's embeddings of those boxes from the same features (SeqNet's
+        ``EVAL_USE_GT``)."""
         sizes = [im.shape[-2:] for im in images]
+        if gt_boxes is not None:
+            targets = [{"boxes": b.reshape(-1, 4)} for b in gt_boxes]
         images, targets = self.transform(images, targets)
         features = self.body(images.tensors)
         proposals, rpn_losses = self.rpn(images, features, targets)
@@ -456,7 +470,15 @@ class SeqNet(nn.Module):
             losses["loss_rpn_reg"] = rpn_losses["loss_rpn_box_reg"]
             losses["loss_proposal_reg"] = losses["loss_proposal_reg"] * self.proposal_reg_weight
             return losses
-        return self.transform.postprocess(dets, images.image_sizes, sizes)
+        dets = self.transform.postprocess(dets, images.image_sizes, sizes)
+        if gt_boxes is not None:
+            boxes = [t["boxes"] for t in targets]
+            n = [len(b) for b in boxes]
+            emb = (self.roi_heads.embed_boxes(features, boxes, images.image_sizes) if sum(n)
+                   else features["feat_res4"].new_zeros(0, self.roi_heads.embedding_head.dim))
+            for d, e in zip(dets, emb.split(n)):
+                d["gt_embeddings"] = e
+        return dets
 
     @torch.no_grad()
     def embed_query(self, image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -534,12 +556,24 @@ def evaluate(query_feats, gallery_boxes, gallery_scores, gallery_feats, protocol
                            cbgm_k1=cbgm_k1, cbgm_k2=cbgm_k2)
 
 
-def reported(r: SearchResult, detection: tuple[float, float]) -> dict[str, float]:
+def search_with_gt(query_feats, data, gt_feats, protocol) -> SearchResult:
+    """SeqNet's ``EVAL_USE_GT``: every gallery person's ground-truth box is a detection of
+    score 1, with the re-ID head's embedding (``gt_feats[j]``: gallery image j's boxes)."""
+    boxes = [g.boxes for g in data.gallery]
+    return evaluate(query_feats, boxes, [np.ones(len(b)) for b in boxes], gt_feats, protocol)
+
+
+def reported(r: SearchResult, detection: tuple[float, float],
+             with_gt: SearchResult | None = None) -> dict[str, float]:
     """The task's rows in percent: mAP, top-1/5/10 and the detector's AP and recall
-    (:func:`bench.metrics.search.evaluate_detection`'s ``(recall, ap)``)."""
+    (:func:`bench.metrics.search.evaluate_detection`'s ``(recall, ap)``); with ``with_gt``
+    (:func:`search_with_gt`) also its mAP and top-1 as "GT mAP" and "GT top-1"."""
     recall, ap = detection
-    return {"mAP": 100.0 * r.mAP, **{f"top-{k}": 100.0 * r.topk[k] for k in (1, 5, 10)},
+    rows = {"mAP": 100.0 * r.mAP, **{f"top-{k}": 100.0 * r.topk[k] for k in (1, 5, 10)},
             "det AP": 100.0 * ap, "det recall": 100.0 * recall}
+    if with_gt is not None:
+        rows.update({"GT mAP": 100.0 * with_gt.mAP, "GT top-1": 100.0 * with_gt.topk[1]})
+    return rows
 
 
 def cbgm_ks(s: Schedule, dataset: str) -> tuple[int, int]:
@@ -594,10 +628,19 @@ class Search:
             co, cf = pred["context_offsets"], pred["context_feats"].reshape(-1, dim)
             context = [cf[co[j]:co[j + 1]] for j in rows]
             k1, k2 = int(pred["cbgm_k1"]), int(pred["cbgm_k2"])
-        r = evaluate(qf, boxes, scores, feats, protocol_for(data, ignore_cam), det_thresh,
-                     context, k1, k2)
+        protocol = protocol_for(data, ignore_cam)
+        r = evaluate(qf, boxes, scores, feats, protocol, det_thresh, context, k1, k2)
+        with_gt = None
+        if "gt_feats" in pred:  # saved with eval_use_gt on
+            go, gf = pred["gt_offsets"], pred["gt_feats"].reshape(-1, dim)
+            gt_feats = [gf[go[pos[g.name]]:go[pos[g.name] + 1]] for g in data.gallery]
+            bad = [g.name for g, f in zip(data.gallery, gt_feats) if len(f) != len(g.boxes)]
+            if bad:
+                raise BenchError(f"{path}: the saved ground-truth embeddings of {bad[0]} do "
+                                 "not match its boxes in the dataset")
+            with_gt = search_with_gt(qf, data, gt_feats, protocol)
         return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
-                                              DET_THRESH))
+                                              DET_THRESH), with_gt)
 
     def train_and_test(self, ctx, s: Schedule, data, key: str) -> dict[str, float]:
         gen = seed_everything(ctx.seed)
@@ -646,17 +689,22 @@ class Search:
         model.eval()
         dim = s.embedding_dim
         dets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(data.gallery)
+        gt_feats: list[np.ndarray] = [None] * len(data.gallery)
         loader = DataLoader(SceneList(data.gallery), batch_size=1,
                             num_workers=num_workers(), collate_fn=_collate)
         with ctx.out.progress() as progress:
             bar = progress.add_task("search: gallery", total=len(loader))
             for imgs, idx in loader:
+                gt = ([torch.tensor(data.gallery[i].boxes, device=ctx.device) for i in idx]
+                      if s.eval_use_gt else None)
                 with autocast(ctx.device, ctx.precision):
-                    out = model([x.to(ctx.device) for x in imgs])
+                    out = model([x.to(ctx.device) for x in imgs], gt_boxes=gt)
                 for o, i in zip(out, idx):
                     dets[i] = (o["boxes"].float().cpu().numpy(),
-                                       o["scores"].float().cpu().numpy(),
-                                       o["embeddings"].float().cpu().numpy())
+                               o["scores"].float().cpu().numpy(),
+                               o["embeddings"].float().cpu().numpy())
+                    if gt is not None:
+                        gt_feats[i] = o["gt_embeddings"].float().cpu().numpy()
                 progress.advance(bar)
             bar = progress.add_task("search: queries", total=len(data.queries))
             from bench.data.base import read_image
@@ -674,8 +722,11 @@ class Search:
         qf = np.stack(qf) if qf else np.zeros((0, dim), np.float32)
         k1, k2 = cbgm_ks(s, data.name)
         extra = {}
+        if s.eval_use_gt:
+            extra.update(gt_offsets=np.cumsum([0] + [len(f) for f in gt_feats]),
+                         gt_feats=np.concatenate(gt_feats or [empty[2]]).astype(np.float32))
         if context is not None:
-            extra = dict(cbgm=True, cbgm_k1=k1, cbgm_k2=k2,
+            extra.update(cbgm=True, cbgm_k1=k1, cbgm_k2=k2,
                          context_offsets=np.cumsum([0] + [len(c[1]) for c in context]),
                          context_boxes=np.concatenate([c[0] for c in context] or [empty[0]]),
                          context_scores=np.concatenate([c[1] for c in context] or [empty[1]]),
@@ -690,10 +741,12 @@ class Search:
                  query_feats=qf.astype(np.float32), det_thresh=s.det_thresh,
                  ignore_cam_id=s.ignore_cam_id)
         atomic_write_bytes(Path(ctx.work_dir) / f"{data.name}_predictions.npz", buf.getvalue())
-        r = evaluate(qf, boxes, scores, [p[2] for p in per], protocol_for(data, s.ignore_cam_id),
-                     s.det_thresh, None if context is None else [c[2] for c in context], k1, k2)
+        protocol = protocol_for(data, s.ignore_cam_id)
+        r = evaluate(qf, boxes, scores, [p[2] for p in per], protocol, s.det_thresh,
+                     None if context is None else [c[2] for c in context], k1, k2)
         return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
-                                              DET_THRESH))
+                                              DET_THRESH),
+                        search_with_gt(qf, data, gt_feats, protocol) if s.eval_use_gt else None)
 
     @torch.no_grad()
     def query_context(self, ctx, s: Schedule, model: SeqNet, data, progress):

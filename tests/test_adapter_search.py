@@ -20,7 +20,10 @@ def test_paper_schedule_is_solider_seqnet():
     # defaults.py: LW_PROPOSAL_REG 10, CLIP_GRADIENTS 10; models/swin.py: drop_path_rate 0.1
     assert (s.proposal_reg_weight, s.clip_grad_norm, s.drop_path_rate) == (10.0, 10.0, 0.1)
     assert [m.name for m in search.SPEC.metrics] == ["mAP", "top-1", "top-5", "top-10",
-                                                     "det AP", "det recall"]
+                                                     "det AP", "det recall", "GT mAP",
+                                                     "GT top-1"]
+    assert not s.eval_use_gt  # defaults.py: EVAL_USE_GT = False
+    assert search.SCHEDULES["smoke"].eval_use_gt  # smoke: the re-ID part's own rows too
     assert search.DET_THRESH == 0.01  # engine.py: eval_detection(..., det_thresh=0.01)
     assert search.SPEC.datasets == ("cuhk_sysu", "prw")
 
@@ -87,6 +90,12 @@ def test_seqnet_trains_and_detects():
     assert out[0]["boxes"].shape[0] == out[0]["scores"].shape[0]
     q = m.embed_query(imgs[0], torch.tensor([10., 20, 60, 140]))
     assert q.shape == (256,) and q.norm().item() == pytest.approx(1.0, abs=1e-4)
+    # EVAL_USE_GT: the ground-truth boxes' embeddings from the same pass equal the query's
+    gt = [torch.tensor([[10., 20, 60, 140], [100, 30, 160, 150]]), torch.zeros(0, 4)]
+    with_gt = m(imgs, gt_boxes=gt)
+    assert torch.allclose(with_gt[0]["gt_embeddings"][0], q, atol=1e-5)
+    assert with_gt[1]["gt_embeddings"].shape == (0, 256)
+    assert torch.equal(with_gt[0]["boxes"], out[0]["boxes"])  # detections unchanged
     # CBGM's query image as gallery: per query box, the other people, by score, no CWS
     from torchvision.ops import box_iou
 
@@ -151,12 +160,14 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
                           "[tasks.search.schedule.smoke]\nepochs = 1\nprw_epochs = 1\nmin_size = 96\n"
                           "max_size = 128\nbatch_size = 4\nroi_batch = 16\nrpn_post_nms_train = 64\n"
                           "rpn_post_nms_test = 20\ndetections_per_img = 20\n"
-                          f"cbgm = {str(cbgm).lower()}\n")
+                          f"cbgm = {str(cbgm).lower()}\neval_use_gt = {str(cbgm).lower()}\n")
     runner.run(cfg)
     df = results.load(tmp_path / "res")
     assert set(df["dataset"]) == set(datasets)
     metrics = {"mAP", "top-1", "top-5", "top-10", "det AP", "det recall"}
-    assert set(df["metric"]) == metrics and len(df) == 6 * len(datasets)
+    if cbgm:  # the CBGM run also searches with the ground-truth boxes (EVAL_USE_GT)
+        metrics |= {"GT mAP", "GT top-1"}
+    assert set(df["metric"]) == metrics and len(df) == len(metrics) * len(datasets)
     assert set(df["semantic_weight"]) == {0.6}
     assert ((df["value"] >= 0) & (df["value"] <= 100)).all()
     # saved predictions re-evaluate to the stored numbers
@@ -179,9 +190,14 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
             # a file saved before CBGM existed (no cbgm keys) still loads, without CBGM
             old = tmp_path / f"{key}_old.npz"
             np.savez(old, **{k: v for k, v in pred.items()
-                             if k != "cbgm" and not k.startswith(("context_", "cbgm_"))})
+                             if k != "cbgm" and not k.startswith(("context_", "cbgm_", "gt_"))})
             plain = search.Search.evaluate_file(old, read_dataset(key, base / folder))
-            assert set(plain) == metrics
+            assert set(plain) == metrics - {"GT mAP", "GT top-1"}
+            # one ground-truth embedding short: a clear error naming the file
+            np.savez(old, **{**pred, "gt_feats": pred["gt_feats"][:-1],
+                             "gt_offsets": np.minimum(pred["gt_offsets"], len(pred["gt_feats"]) - 1)})
+            with pytest.raises(BenchError, match=r"_old\.npz: the saved ground-truth embeddings"):
+                search.Search.evaluate_file(old, read_dataset(key, base / folder))
             # cbgm on but the context lost: a clear error naming the file
             np.savez(old, **{k: v for k, v in pred.items() if not k.startswith("context_")})
             with pytest.raises(BenchError, match=r"_old\.npz: saved with cbgm on but has no "
