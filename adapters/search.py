@@ -20,8 +20,9 @@ SeqNet's two sequential heads:
    training; at test, score > 0.5 and NMS 0.4 first, the classification score kept as
    the First Classification Score, FCS).
 2. Re-ID head: a *copy* of the Res5 head, a ``BBoxRegressor`` (Linear + BN, both weights
-   drawn from N(0, 0.01²)) and the norm-aware embedding (NAE): ``feat_res4`` and ``feat_res5`` are each projected
-   (Linear + BN) to 128 dims, concatenated, and L2-normalised to the 256-d embedding;
+   drawn from N(0, 0.01²)) and the norm-aware embedding (NAE): ``feat_res4`` and
+   ``feat_res5`` are each projected (Linear + BN) to 128 dims, concatenated, and
+   L2-normalised to the 256-d embedding;
    the norm, through a ``BatchNorm1d(1)``, is the person logit (binary cross-entropy).
    The embedding is trained with OIM: a lookup table of one L2-normalised feature per
    labelled training identity (momentum 0.5) and a circular queue of unlabeled people's
@@ -688,7 +689,7 @@ class Search:
         save the predictions and evaluate them: :func:`reported`'s metrics."""
         model.eval()
         dim = s.embedding_dim
-        dets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(data.gallery)
+        per: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(data.gallery)
         gt_feats: list[np.ndarray] = [None] * len(data.gallery)
         loader = DataLoader(SceneList(data.gallery), batch_size=1,
                             num_workers=num_workers(), collate_fn=_collate)
@@ -700,9 +701,9 @@ class Search:
                 with autocast(ctx.device, ctx.precision):
                     out = model([x.to(ctx.device) for x in imgs], gt_boxes=gt)
                 for o, i in zip(out, idx):
-                    dets[i] = (o["boxes"].float().cpu().numpy(),
-                               o["scores"].float().cpu().numpy(),
-                               o["embeddings"].float().cpu().numpy())
+                    per[i] = (o["boxes"].float().cpu().numpy(),
+                              o["scores"].float().cpu().numpy(),
+                              o["embeddings"].float().cpu().numpy())
                     if gt is not None:
                         gt_feats[i] = o["gt_embeddings"].float().cpu().numpy()
                 progress.advance(bar)
@@ -717,7 +718,6 @@ class Search:
                 progress.advance(bar)
             context = self.query_context(ctx, s, model, data, progress) if s.cbgm else None
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), np.float32))
-        per = dets
         boxes, scores = [p[0] for p in per], [p[1] for p in per]
         qf = np.stack(qf) if qf else np.zeros((0, dim), np.float32)
         k1, k2 = cbgm_ks(s, data.name)

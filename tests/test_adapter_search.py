@@ -194,8 +194,9 @@ def _tiny_run(tmp_path, datasets, cbgm=False):
             plain = search.Search.evaluate_file(old, read_dataset(key, base / folder))
             assert set(plain) == metrics - {"GT mAP", "GT top-1"}
             # one ground-truth embedding short: a clear error naming the file
+            short = len(pred["gt_feats"]) - 1
             np.savez(old, **{**pred, "gt_feats": pred["gt_feats"][:-1],
-                             "gt_offsets": np.minimum(pred["gt_offsets"], len(pred["gt_feats"]) - 1)})
+                             "gt_offsets": np.minimum(pred["gt_offsets"], short)})
             with pytest.raises(BenchError, match=r"_old\.npz: the saved ground-truth embeddings"):
                 search.Search.evaluate_file(old, read_dataset(key, base / folder))
             # cbgm on but the context lost: a clear error naming the file

@@ -63,8 +63,9 @@ def test_fit_clips_the_gradient_norm(tmp_path, clip):
     from adapters._engine import fit
     from bench.console import Output
 
-    ctx = SimpleNamespace(work_dir=tmp_path, out=Output(quiet=True), spec=SimpleNamespace(name="toy"),
-                          device="cpu", precision="fp32", seed=0, log=lambda m: None)
+    ctx = SimpleNamespace(work_dir=tmp_path, out=Output(quiet=True),
+                          spec=SimpleNamespace(name="toy"), device="cpu", precision="fp32",
+                          seed=0, log=lambda m: None)
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     loader = DataLoader(TensorDataset(torch.tensor([[3.0, 4.0]])), batch_size=1)
