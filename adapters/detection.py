@@ -104,6 +104,7 @@ ASPECT = 0.41  # width / height of every box in the CSP variant (no width regres
 VARIANTS = ("solider", "csp")
 REPORTED = ("Reasonable", "Reasonable_occ=heavy")
 
+
 def _check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise BenchError(f"detection: variant {variant!r} is not one of {VARIANTS}")

@@ -557,23 +557,24 @@ def evaluate(query_feats, gallery_boxes, gallery_scores, gallery_feats, protocol
                            cbgm_k1=cbgm_k1, cbgm_k2=cbgm_k2)
 
 
-def search_with_gt(query_feats, data, gt_feats, protocol) -> SearchResult:
-    """SeqNet's ``EVAL_USE_GT``: every gallery person's ground-truth box is a detection of
-    score 1, with the re-ID head's embedding (``gt_feats[j]``: gallery image j's boxes)."""
-    boxes = [g.boxes for g in data.gallery]
-    return evaluate(query_feats, boxes, [np.ones(len(b)) for b in boxes], gt_feats, protocol)
-
-
-def reported(r: SearchResult, detection: tuple[float, float],
-             with_gt: SearchResult | None = None) -> dict[str, float]:
-    """The task's rows in percent: mAP, top-1/5/10 and the detector's AP and recall
-    (:func:`bench.metrics.search.evaluate_detection`'s ``(recall, ap)``); with ``with_gt``
-    (:func:`search_with_gt`) also its mAP and top-1 as "GT mAP" and "GT top-1"."""
-    recall, ap = detection
+def reported(data, protocol, query_feats, boxes, scores, feats, det_thresh: float = 0.5,
+             query_context=None, cbgm_k1: int = 10, cbgm_k2: int = 3,
+             gt_feats=None) -> dict[str, float]:
+    """The task's rows in percent, from predictions on ``data``'s gallery: mAP and top-1/5/10
+    (:func:`evaluate`), the detector's AP and recall over every gallery person
+    (:func:`bench.metrics.search.evaluate_detection`, score >= ``DET_THRESH``) and, with
+    ``gt_feats`` (per gallery image, its ground-truth boxes' re-ID embeddings), SeqNet's
+    ``EVAL_USE_GT``: those boxes as detections of score 1, as "GT mAP" and "GT top-1"."""
+    r = evaluate(query_feats, boxes, scores, feats, protocol, det_thresh, query_context,
+                 cbgm_k1, cbgm_k2)
+    gt_boxes = [g.boxes for g in data.gallery]
+    recall, ap = evaluate_detection(gt_boxes, boxes, scores, DET_THRESH)
     rows = {"mAP": 100.0 * r.mAP, **{f"top-{k}": 100.0 * r.topk[k] for k in (1, 5, 10)},
             "det AP": 100.0 * ap, "det recall": 100.0 * recall}
-    if with_gt is not None:
-        rows.update({"GT mAP": 100.0 * with_gt.mAP, "GT top-1": 100.0 * with_gt.topk[1]})
+    if gt_feats is not None:
+        g = evaluate(query_feats, gt_boxes, [np.ones(len(b)) for b in gt_boxes], gt_feats,
+                     protocol)
+        rows.update({"GT mAP": 100.0 * g.mAP, "GT top-1": 100.0 * g.topk[1]})
     return rows
 
 
@@ -629,9 +630,7 @@ class Search:
             co, cf = pred["context_offsets"], pred["context_feats"].reshape(-1, dim)
             context = [cf[co[j]:co[j + 1]] for j in rows]
             k1, k2 = int(pred["cbgm_k1"]), int(pred["cbgm_k2"])
-        protocol = protocol_for(data, ignore_cam)
-        r = evaluate(qf, boxes, scores, feats, protocol, det_thresh, context, k1, k2)
-        with_gt = None
+        gt_feats = None
         if "gt_feats" in pred:  # saved with eval_use_gt on
             go, gf = pred["gt_offsets"], pred["gt_feats"].reshape(-1, dim)
             gt_feats = [gf[go[pos[g.name]]:go[pos[g.name] + 1]] for g in data.gallery]
@@ -639,9 +638,8 @@ class Search:
             if bad:
                 raise BenchError(f"{path}: the saved ground-truth embeddings of {bad[0]} do "
                                  "not match its boxes in the dataset")
-            with_gt = search_with_gt(qf, data, gt_feats, protocol)
-        return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
-                                              DET_THRESH), with_gt)
+        return reported(data, protocol_for(data, ignore_cam), qf, boxes, scores, feats,
+                        det_thresh, context, k1, k2, gt_feats)
 
     def train_and_test(self, ctx, s: Schedule, data, key: str) -> dict[str, float]:
         gen = seed_everything(ctx.seed)
@@ -686,7 +684,7 @@ class Search:
     @torch.no_grad()
     def test(self, ctx, s: Schedule, model: SeqNet, data) -> dict[str, float]:
         """Detect in every gallery image (SeqNet's gallery loader), embed the query boxes,
-        save the predictions and evaluate them: :func:`reported`'s metrics."""
+        save the predictions and evaluate them (:func:`reported`)."""
         model.eval()
         dim = s.embedding_dim
         per: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(data.gallery)
@@ -741,12 +739,10 @@ class Search:
                  query_feats=qf.astype(np.float32), det_thresh=s.det_thresh,
                  ignore_cam_id=s.ignore_cam_id)
         atomic_write_bytes(Path(ctx.work_dir) / f"{data.name}_predictions.npz", buf.getvalue())
-        protocol = protocol_for(data, s.ignore_cam_id)
-        r = evaluate(qf, boxes, scores, [p[2] for p in per], protocol, s.det_thresh,
-                     None if context is None else [c[2] for c in context], k1, k2)
-        return reported(r, evaluate_detection([g.boxes for g in data.gallery], boxes, scores,
-                                              DET_THRESH),
-                        search_with_gt(qf, data, gt_feats, protocol) if s.eval_use_gt else None)
+        return reported(data, protocol_for(data, s.ignore_cam_id), qf, boxes, scores,
+                        [p[2] for p in per], s.det_thresh,
+                        None if context is None else [c[2] for c in context], k1, k2,
+                        gt_feats if s.eval_use_gt else None)
 
     @torch.no_grad()
     def query_context(self, ctx, s: Schedule, model: SeqNet, data, progress):

@@ -293,7 +293,7 @@ def evaluate_detection(gt_boxes: Sequence[np.ndarray], boxes: Sequence[np.ndarra
     g_start = np.r_[0, np.cumsum(n_gt)[:-1]]
     offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     pg = np.repeat(g_start[d_img], reps) + offset
-    iou = box_iou_pairs(dets[pd], gt[pg]) if len(pd) else np.zeros(0)
+    iou = box_iou_pairs(dets[pd], gt[pg])
     best_of_det = np.zeros(len(pd), dtype=bool)  # the first highest-IoU gt of each detection
     o = np.lexsort((pg, -iou, pd))
     best_of_det[o[np.unique(pd[o], return_index=True)[1]]] = True
