@@ -72,6 +72,69 @@ def test_width_map_decodes_any_aspect_ratio():
     assert _iou(gts[0], box) < 0.5
 
 
+def _image(tmp_path, h=256, w=512, boxes=()):
+    """A CityPersons record over a random h x w image with pedestrians at ``boxes`` (xywh)."""
+    from bench.data.base import write_image
+    from bench.data.citypersons import CityPersonsImage, CityPersonsObject
+
+    path = tmp_path / "frankfurt_000000_000019_leftImg8bit.png"
+    write_image(path, np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    objects = tuple(CityPersonsObject("pedestrian", np.array(b, np.float32),
+                                      np.array(b, np.float32), i, False)
+                    for i, b in enumerate(boxes))
+    return CityPersonsImage("frankfurt_000000_000019", "frankfurt", str(path), "", w, h, objects)
+
+
+def test_image_height_tests_the_resized_image_and_scales_boxes_back(tmp_path):
+    """``image_height``: the network sees the image at that many rows; boxes come back in the
+    dataset's pixels."""
+    from types import SimpleNamespace
+
+    from bench.console import Output
+
+    gts = np.array([[40.0, 30.0, 40.0 + 0.41 * 180, 210.0], [300.0, 100.0, 341.0, 200.0]])
+    seen = []
+
+    class Maps(torch.nn.Module):  # a perfect detector at half the dataset's resolution
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            pos, scale, off = detection.encode(gts / 2, np.zeros((0, 4)), (32, 64))
+            logit = torch.from_numpy(pos[2:3]).mul(40).sub(20)[None].expand(len(x), -1, -1, -1)
+            return logit, torch.from_numpy(scale[None, :2]), torch.from_numpy(off[None, :2])
+
+    ctx = SimpleNamespace(device="cpu", precision="fp32", out=Output(quiet=True),
+                          spec=detection.SPEC)
+    im = _image(tmp_path)
+    s = detection.Schedule(image_height=128, eval_batch_size=1)
+    boxes, scores = detection.predict(ctx, Maps(), [im], s)
+    assert seen == [(128, 256)] and len(boxes[0]) == 2
+    xyxy = boxes[0].copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    for g in gts:
+        assert max(_iou(g, b) for b in xyxy) > 0.9
+    # without image_height the network sees the image as it is
+    seen.clear()
+    detection.predict(ctx, Maps(), [im], detection.Schedule(eval_batch_size=1))
+    assert seen == [(256, 512)]
+
+
+def test_smoke_training_sees_whole_pedestrians(tmp_path):
+    """The smoke schedule trains on the whole image resized to 128 rows: a pedestrian as
+    tall as most of the image keeps its full height as the scale target (a 128x256 crop of
+    the 256x512 image, version 2's smoke schedule, cut it)."""
+    import dataclasses
+
+    im = _image(tmp_path, boxes=[(100.0, 20.0, 82.0, 200.0), (400.0, 150.0, 30.0, 60.0)])
+    s = dataclasses.replace(detection.SCHEDULES["smoke"], scale_range=(1.0, 1.0))
+    assert s.train_size == (128, 256) and s.image_height == 128
+    np.random.seed(0)
+    for _ in range(4):  # random flips and brightness
+        x, pos, scale, off = detection.TrainImages([im], s)[0]
+        assert x.shape == (3, 128, 256) and pos[2].sum() == 2
+        heights = sorted({round(math.exp(v) * 4, 3) for v in scale[0][scale[2] > 0].tolist()})
+        assert heights == pytest.approx([30.0, 100.0], abs=0.01)
+
+
 def test_losses_prefer_the_targets():
     gts = np.array([[40.0, 20.0, 40 + 0.41 * 80, 100.0]])
     pos, scale, off = (torch.from_numpy(m)[None] for m in
