@@ -441,12 +441,19 @@ def _brightness(img: np.ndarray, lo: float, hi: float, rng) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
-def resized(img: np.ndarray, height: int | None) -> tuple[np.ndarray, float]:
-    """The image scaled to ``height`` rows (``None``: as it is) and the scale factor."""
-    if height is None or img.shape[0] == height:
+def read_resized(im: CityPersonsImage, height: int | None) -> tuple[np.ndarray, float]:
+    """The record's image scaled to ``height`` rows (``None``: as it is) and the scale factor;
+    the file must have the size its annotation gives (boxes are scaled by that size)."""
+    from bench.data.base import read_image
+
+    img = read_image(im.image_path)
+    if img.shape[:2] != (im.height, im.width):
+        raise BenchError(f"{im.image_path}: image is {img.shape[1]}x{img.shape[0]}, its "
+                         f"annotation {im.ann_path} says {im.width}x{im.height}")
+    if height is None or im.height == height:
         return img, 1.0
-    f = height / img.shape[0]
-    return cv2.resize(img, (round(img.shape[1] * f), height), interpolation=cv2.INTER_AREA), f
+    f = height / im.height
+    return cv2.resize(img, (round(im.width * f), height), interpolation=cv2.INTER_AREA), f
 
 
 def augment(img: np.ndarray, gts: np.ndarray, igs: np.ndarray, s: Schedule, rng,
@@ -521,12 +528,10 @@ class TrainImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        from bench.data.base import read_image
-
         rng = np.random.default_rng(np.random.randint(0, 2**31))  # seeded per run / worker
         im = self.images[i]
         gts, igs = training_boxes(im, self.s.train_min_height)
-        img, f = resized(read_image(im.image_path), self.s.image_height)
+        img, f = read_resized(im, self.s.image_height)
         img, gts, igs = augment(img, gts * f, igs * f, self.s, rng, unit=f)
         h, w = self.s.train_size
         pos, scale, off = encode(gts, igs, (h // STRIDE, w // STRIDE), self.s.radius)
@@ -550,9 +555,7 @@ class TestImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        from bench.data.base import read_image
-
-        img, _ = resized(read_image(self.images[i].image_path), self.height)
+        img, _ = read_resized(self.images[i], self.height)
         x = torch.zeros(3, *self.hw)
         t = _to_tensor(img)
         x[:, :t.shape[1], :t.shape[2]] = t

@@ -116,6 +116,13 @@ def test_image_height_tests_the_resized_image_and_scales_boxes_back(tmp_path):
     seen.clear()
     detection.predict(ctx, Maps(), [im], detection.Schedule(eval_batch_size=1))
     assert seen == [(256, 512)]
+    # boxes are scaled by the annotation's size: an image of another size is an error
+    import dataclasses
+
+    wrong = dataclasses.replace(im, height=512, width=1024, ann_path="frankfurt_gt.json")
+    with pytest.raises(BenchError, match=r"is 512x256, its annotation frankfurt_gt.json says "
+                                         r"1024x512"):
+        detection.predict(ctx, Maps(), [wrong], s)
 
 
 def test_smoke_training_sees_whole_pedestrians(tmp_path):
