@@ -1,5 +1,6 @@
 """The detection adapter: CSP codec, model, losses, and a tiny end-to-end run on synthetic
 CityPersons."""
+import dataclasses
 import math
 
 import numpy as np
@@ -117,8 +118,6 @@ def test_image_height_tests_the_resized_image_and_scales_boxes_back(tmp_path):
     detection.predict(ctx, Maps(), [im], detection.Schedule(eval_batch_size=1))
     assert seen == [(256, 512)]
     # boxes are scaled by the annotation's size: an image of another size is an error
-    import dataclasses
-
     wrong = dataclasses.replace(im, height=512, width=1024, ann_path="frankfurt_gt.json")
     with pytest.raises(BenchError, match=r"is 512x256, its annotation frankfurt_gt.json says "
                                          r"1024x512"):
@@ -129,8 +128,6 @@ def test_smoke_training_sees_whole_pedestrians(tmp_path):
     """The smoke schedule trains on the whole image resized to 128 rows: a pedestrian as
     tall as most of the image keeps its full height as the scale target (a 128x256 crop of
     the 256x512 image, version 2's smoke schedule, cut it)."""
-    import dataclasses
-
     im = _image(tmp_path, boxes=[(100.0, 20.0, 82.0, 200.0), (400.0, 150.0, 30.0, 60.0)])
     s = dataclasses.replace(detection.SCHEDULES["smoke"], scale_range=(1.0, 1.0))
     assert s.train_size == (128, 256) and s.image_height == 128
