@@ -294,13 +294,15 @@ def evaluate_detection(gt_boxes: Sequence[np.ndarray], boxes: Sequence[np.ndarra
     offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
     pg = np.repeat(g_start[d_img], reps) + offset
     iou = box_iou_pairs(dets[pd], gt[pg])
-    best_of_det = np.zeros(len(pd), dtype=bool)  # the first highest-IoU gt of each detection
-    o = np.lexsort((pg, -iou, pd))
-    best_of_det[o[np.unique(pd[o], return_index=True)[1]]] = True
-    best_of_gt = np.zeros(len(pd), dtype=bool)  # the first highest-IoU detection of each gt
-    o = np.lexsort((pd, -iou, pg))
-    best_of_gt[o[np.unique(pg[o], return_index=True)[1]]] = True
-    match = (iou >= iou_thresh) & best_of_det & best_of_gt
+
+    def first_best(owner: np.ndarray, partner: np.ndarray) -> np.ndarray:
+        """Per pair: is ``partner`` the first highest-IoU one of its ``owner``?"""
+        o = np.lexsort((partner, -iou, owner))
+        best = np.zeros(len(owner), dtype=bool)
+        best[o[np.unique(owner[o], return_index=True)[1]]] = True
+        return best
+
+    match = (iou >= iou_thresh) & first_best(pd, pg) & first_best(pg, pd)
     y_true = np.zeros(len(dets), dtype=np.int64)
     y_true[pd[match]] = 1
     count_tp = int(match.sum())
